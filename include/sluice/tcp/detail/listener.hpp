@@ -1,0 +1,103 @@
+// Internals of sluice::tcp::server: one listening socket and its accept loop.
+#pragma once
+
+#include "sluice/config.hpp"
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/error.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <mutex>
+#include <system_error>
+#include <utility>
+
+namespace sluice::tcp::detail {
+
+using asio::ip::tcp;
+
+inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Accept errors that concern one peer only, so the next accept may succeed at
+// once. Any other error (EMFILE above all: the connection stays in the backlog
+// while the process has no descriptor for it) would repeat if retried now.
+inline bool is_peer_error(const std::error_code& ec) {
+  return ec == asio::error::connection_aborted || ec == asio::error::connection_reset ||
+         ec == std::error_code(EPROTO, asio::system_category());
+}
+
+// An acceptor that may be closed from any thread: close() and the initiation
+// of every operation on the acceptor and its back-off timer take one mutex,
+// so a close never races an accept being started on another thread.
+class listener {
+ public:
+  listener(asio::any_io_executor ex, tcp::acceptor acceptor)
+      : executor_(std::move(ex)), acceptor_(std::move(acceptor)), backoff_(executor_) {}
+
+  const asio::any_io_executor& executor() const { return executor_; }
+  tcp::endpoint local_endpoint() const { return endpoint_; }
+  void set_local_endpoint(tcp::endpoint ep) { endpoint_ = ep; }
+
+  // Frees the port at once. A pending accept completes with operation_aborted.
+  void close() {
+    std::lock_guard lock(mutex_);
+    if (closed_) return;
+    closed_ = true;
+    std::error_code ignored;
+    acceptor_.close(ignored);
+    backoff_.cancel();
+  }
+
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+
+  // Accepts a connection whose socket runs on `session_ex`.
+  template <typename Token>
+  auto async_accept(asio::any_io_executor session_ex, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, tcp::socket)>(initiate_accept{this}, token,
+                                                                           std::move(session_ex));
+  }
+
+  // Waits `delay`, or less if the listener is closed meanwhile.
+  template <typename Token>
+  auto async_backoff(std::chrono::milliseconds delay, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(initiate_backoff{this}, token, delay);
+  }
+
+ private:
+  struct initiate_accept {
+    listener* self;
+    template <typename Handler>
+    void operator()(Handler&& handler, asio::any_io_executor session_ex) const {
+      // On a closed acceptor Asio completes at once with bad_descriptor.
+      std::lock_guard lock(self->mutex_);
+      self->acceptor_.async_accept(session_ex, std::forward<Handler>(handler));
+    }
+  };
+
+  struct initiate_backoff {
+    listener* self;
+    template <typename Handler>
+    void operator()(Handler&& handler, std::chrono::milliseconds delay) const {
+      std::lock_guard lock(self->mutex_);
+      if (self->closed_) delay = std::chrono::milliseconds(0);
+      self->backoff_.expires_after(delay);
+      self->backoff_.async_wait(std::forward<Handler>(handler));
+    }
+  };
+
+  asio::any_io_executor executor_;
+  mutable std::mutex mutex_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer backoff_;
+  tcp::endpoint endpoint_;
+  bool closed_ = false;
+};
+
+}  // namespace sluice::tcp::detail

@@ -1,0 +1,414 @@
+#include "sluice/tcp/server.hpp"
+
+#include "support/async_test.hpp"
+
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace sluice::test;
+using sluice::tcp::server;
+
+namespace {
+
+constexpr auto nothrow = asio::experimental::as_tuple(use_awaitable);
+const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
+
+// Says "+" when it starts, then echoes lines until the peer leaves.
+awaitable<void> echo(tcp::socket s) {
+  co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+  std::string line;
+  for (;;) {
+    auto [ec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(line), '\n', nothrow);
+    if (ec) co_return;
+    co_await asio::async_write(s, asio::buffer(line, n), use_awaitable);
+    line.erase(0, n);
+  }
+}
+
+// Connects and waits for the session's "+", so the session is known to run.
+awaitable<tcp::socket> connect_session(tcp::endpoint ep) {
+  auto s = co_await connect_to(ep);
+  char plus = 0;
+  co_await asio::async_read(s, asio::buffer(&plus, 1), use_awaitable);
+  REQUIRE(plus == '+');
+  co_return s;
+}
+
+awaitable<std::string> exchange(tcp::socket& s, std::string line) {
+  co_await asio::async_write(s, asio::buffer(line), use_awaitable);
+  std::string reply;
+  co_await asio::async_read_until(s, asio::dynamic_buffer(reply), '\n', use_awaitable);
+  co_return reply;
+}
+
+// True once the peer has closed: EOF or reset, after any bytes still queued.
+awaitable<bool> sees_close(tcp::socket& s) {
+  char buf[256];
+  for (;;) {
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), nothrow);
+    if (ec) co_return ec == asio::error::eof || ec == asio::error::connection_reset;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("stop_now closes 1,000 idle connections and frees every descriptor and the port") {
+  asio::io_context io;
+  const auto baseline = open_descriptors_with_reactor(io);
+  std::vector<tcp::socket> clients;
+  tcp::endpoint ep;
+  {
+    server srv(io.get_executor(), echo);
+    ep = srv.listen(loopback_any);
+    run(io, [&]() -> awaitable<void> {
+      for (int i = 0; i < 1000; ++i) clients.push_back(co_await connect_session(ep));
+      CHECK(srv.connections() == 1000);
+      CHECK(srv.accepted() == 1000);
+      co_await srv.stop_now();
+      CHECK(srv.connections() == 0);
+      // Only the clients' own sockets are left: every accepted socket and the listener are closed.
+      CHECK(open_descriptors() == baseline + 1000);
+      for (auto& c : clients) CHECK(co_await sees_close(c));
+    });
+  }
+  CHECK_NOTHROW(tcp::acceptor(io, ep));
+  clients.clear();
+  CHECK(open_descriptors() == baseline);
+}
+
+TEST_CASE("stop_now cancels a session blocked writing to a client that never reads") {
+  asio::io_context io;
+  server srv(io.get_executor(), [](tcp::socket) -> awaitable<void> { co_return; });
+  std::error_code write_error;
+  std::size_t written = 0;
+  const std::string flood(64 << 20, 'x');
+  server blocked(io.get_executor(), [&](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    std::tie(write_error, written) = co_await asio::async_write(s, asio::buffer(flood), nothrow);
+  });
+  auto ep = blocked.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto client = co_await connect_session(ep);
+    co_await blocked.stop_now();
+    CHECK(write_error == asio::error::operation_aborted);
+    CHECK(written < flood.size());
+  });
+}
+
+TEST_CASE("stop_now cancels a session waiting on a one-hour timer, and waits for its clean-up") {
+  asio::io_context io;
+  bool timer_aborted = false;
+  bool cleanup_done = false;
+  server srv(io.get_executor(), [&](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    asio::steady_timer hour(s.get_executor(), 1h);
+    auto [ec] = co_await hour.async_wait(nothrow);
+    timer_aborted = ec == asio::error::operation_aborted;
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await asio::async_write(s, asio::buffer("bye\n", 4), use_awaitable);
+    cleanup_done = true;
+  });
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto client = co_await connect_session(ep);
+    co_await srv.stop_now();
+    CHECK(timer_aborted);
+    CHECK(cleanup_done);
+    std::string bye;
+    co_await asio::async_read_until(client, asio::dynamic_buffer(bye), '\n', use_awaitable);
+    CHECK(bye == "bye\n");
+    CHECK(co_await sees_close(client));
+  });
+}
+
+TEST_CASE("the rest of the io_context keeps running: a ticker and a second server") {
+  asio::io_context io;
+  std::atomic<int> ticks{0};
+  asio::steady_timer ticker(io);
+  bool ticking = true;
+  asio::co_spawn(
+      io,
+      [&]() -> awaitable<void> {
+        while (ticking) {
+          ticker.expires_after(1ms);
+          co_await ticker.async_wait(nothrow);
+          ++ticks;
+        }
+      },
+      asio::detached);
+
+  server first(io.get_executor(), echo);
+  server second(io.get_executor(), echo);
+  auto ep1 = first.listen(loopback_any);
+  auto ep2 = second.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto a = co_await connect_session(ep1);
+    auto b = co_await connect_session(ep2);
+    co_await first.stop_now();
+    CHECK(co_await sees_close(a));
+    CHECK(co_await exchange(b, "still here\n") == "still here\n");
+    auto c = co_await connect_session(ep2);
+    CHECK(co_await exchange(c, "new client\n") == "new client\n");
+    const int seen = ticks;
+    asio::steady_timer t(io);
+    while (ticks < seen + 3) {
+      t.expires_after(1ms);
+      co_await t.async_wait(use_awaitable);
+    }
+    ticking = false;
+    co_await second.stop_now();
+  });
+  CHECK(ticks >= 3);
+}
+
+TEST_CASE("stop_now twice, concurrently, and after the server stopped") {
+  asio::io_context io;
+  server srv(io.get_executor(), echo);
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    std::vector<tcp::socket> clients;
+    for (int i = 0; i < 10; ++i) clients.push_back(co_await connect_session(ep));
+    int finished = 0;
+    auto ex = co_await asio::this_coro::executor;
+    for (int i = 0; i < 2; ++i)
+      asio::co_spawn(ex, srv.stop_now(), [&](std::exception_ptr e) {
+        CHECK(!e);
+        ++finished;
+      });
+    co_await srv.stop_now();
+    co_await srv.stop_now();
+    while (finished < 2) co_await asio::post(ex, use_awaitable);
+    CHECK(srv.connections() == 0);
+  });
+}
+
+TEST_CASE("stop_now from inside a session stops the others and throws operation_aborted in the caller") {
+  asio::io_context io;
+  std::error_code caller_saw;
+  server* self = nullptr;
+  server srv(io.get_executor(), [&](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    std::string line;
+    co_await asio::async_read_until(s, asio::dynamic_buffer(line), '\n', use_awaitable);
+    try {
+      co_await self->stop_now();
+    } catch (const std::system_error& e) {
+      caller_saw = e.code();
+      throw;
+    }
+  });
+  self = &srv;
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto idle = co_await connect_session(ep);
+    auto caller = co_await connect_session(ep);
+    co_await asio::async_write(caller, asio::buffer("stop\n", 5), use_awaitable);
+    co_await srv.join();
+    CHECK(caller_saw == asio::error::operation_aborted);
+    CHECK(srv.connections() == 0);
+    CHECK(co_await sees_close(idle));
+    CHECK(co_await sees_close(caller));
+  });
+}
+
+TEST_CASE("stop_accepting frees the port while a session finishes its exchange") {
+  asio::io_context io;
+  server old_server(io.get_executor(), echo);
+  auto ep = old_server.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto client = co_await connect_session(ep);
+    CHECK(co_await exchange(client, "one\n") == "one\n");
+    old_server.stop_accepting();
+    server successor(io.get_executor(), echo);
+    CHECK(successor.listen(ep) == ep);
+    CHECK(co_await exchange(client, "two\n") == "two\n");
+    auto fresh = co_await connect_session(ep);
+    CHECK(successor.accepted() == 1);
+    CHECK(old_server.accepted() == 1);
+    CHECK(co_await exchange(fresh, "three\n") == "three\n");
+    co_await old_server.stop_now();
+    co_await successor.stop_now();
+  });
+}
+
+TEST_CASE("an exception from one session reaches the handler and spares the others") {
+  asio::io_context io;
+  server srv(io.get_executor(), [](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    std::string line;
+    for (;;) {
+      auto n = co_await asio::async_read_until(s, asio::dynamic_buffer(line), '\n', use_awaitable);
+      if (line.starts_with("throw")) throw std::runtime_error("session failed on purpose");
+      co_await asio::async_write(s, asio::buffer(line, n), use_awaitable);
+      line.erase(0, n);
+    }
+  });
+  std::vector<std::string> caught;
+  srv.sessions().set_exception_handler([&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      caught.push_back(ex.what());
+    }
+  });
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto good = co_await connect_session(ep);
+    auto bad = co_await connect_session(ep);
+    co_await asio::async_write(bad, asio::buffer("throw\n", 6), use_awaitable);
+    CHECK(co_await sees_close(bad));
+    CHECK(co_await exchange(good, "fine\n") == "fine\n");
+    REQUIRE(caught.size() == 1);
+    CHECK(caught[0] == "session failed on purpose");
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("listens on IPv4 and IPv6 at once and reports the chosen ports") {
+  asio::io_context io;
+  server srv(io.get_executor(), echo);
+  auto v4 = srv.listen("127.0.0.1", 0);
+  auto v6 = srv.listen("::1", 0);
+  CHECK(v4.port() != 0);
+  CHECK(v6.port() != 0);
+  CHECK(v6.address().is_v6());
+  CHECK(srv.local_endpoints().size() == 2);
+  run(io, [&]() -> awaitable<void> {
+    auto a = co_await connect_session(v4);
+    auto b = co_await connect_session(v6);
+    CHECK(co_await exchange(a, "4\n") == "4\n");
+    CHECK(co_await exchange(b, "6\n") == "6\n");
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("EMFILE: the accept loop backs off, keeps its sessions and accepts again when descriptors free up") {
+  asio::io_context io;
+  std::vector<std::chrono::milliseconds> delays;
+  std::error_code last_error;
+  sluice::tcp::server_options options;
+  options.accept_backoff = 1ms;
+  rlimit original{};
+  getrlimit(RLIMIT_NOFILE, &original);
+  options.on_accept_error = [&](const std::error_code& ec, std::chrono::milliseconds retry_in) {
+    last_error = ec;
+    delays.push_back(retry_in);
+    if (delays.size() == 4) setrlimit(RLIMIT_NOFILE, &original);  // descriptors become available again
+  };
+  server srv(io.get_executor(), echo, options);
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto existing = co_await connect_session(ep);
+    tcp::socket waiting(io);
+    waiting.open(tcp::v4());
+    // A limit at the lowest free descriptor number makes every new descriptor fail with EMFILE.
+    const int lowest_free = ::dup(0);
+    ::close(lowest_free);
+    rlimit tight = original;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+    setrlimit(RLIMIT_NOFILE, &tight);
+    co_await waiting.async_connect(ep, use_awaitable);
+    char plus = 0;
+    co_await asio::async_read(waiting, asio::buffer(&plus, 1), use_awaitable);
+    CHECK(plus == '+');
+    CHECK(co_await exchange(existing, "kept\n") == "kept\n");
+    co_await srv.stop_now();
+  });
+  setrlimit(RLIMIT_NOFILE, &original);
+  CHECK(last_error == asio::error::no_descriptors);
+  REQUIRE(delays.size() >= 4);
+  CHECK(delays[0] == 1ms);
+  CHECK(delays[1] == 2ms);
+  CHECK(delays[2] == 4ms);
+  CHECK(delays[3] == 8ms);
+}
+
+TEST_CASE("a server destroyed without a stop closes its listener and sessions once the loop runs") {
+  asio::io_context io;
+  const auto baseline = open_descriptors_with_reactor(io);
+  std::vector<tcp::socket> clients;
+  auto srv = std::make_unique<server>(io.get_executor(), echo);
+  auto ep = srv->listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    for (int i = 0; i < 5; ++i) clients.push_back(co_await connect_session(ep));
+  });
+  srv.reset();
+  CHECK_NOTHROW(tcp::acceptor(io, ep));
+  run(io, [&]() -> awaitable<void> {
+    for (auto& c : clients) CHECK(co_await sees_close(c));
+  });
+  io.run();  // whatever is left of the sessions runs to its end
+  clients.clear();
+  CHECK(open_descriptors() == baseline);
+}
+
+TEST_CASE("stop_now from another thread while the io_context runs on two threads" * doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 2; ++i) runners.emplace_back([&] { io.run(); });
+
+  for (int round = 0; round < 10; ++round) {
+    server srv(io.get_executor(), echo);
+    auto ep = srv.listen(loopback_any);
+    std::vector<std::thread> clients;
+    std::atomic<int> connected{0};
+    std::atomic<bool> release{false};
+    for (int t = 0; t < 4; ++t) {
+      clients.emplace_back([&] {
+        asio::io_context client_io;
+        std::vector<tcp::socket> socks;
+        for (int i = 0; i < 25; ++i) {
+          socks.emplace_back(client_io);
+          socks.back().connect(ep);
+          char plus;
+          asio::read(socks.back(), asio::buffer(&plus, 1));
+          ++connected;
+        }
+        while (!release) std::this_thread::yield();
+        for (auto& s : socks) {
+          char b;
+          std::error_code ec;
+          s.read_some(asio::buffer(&b, 1), ec);
+          CHECK((ec == asio::error::eof || ec == asio::error::connection_reset));
+        }
+      });
+    }
+    while (connected < 100) std::this_thread::yield();
+    std::promise<void> stopped;
+    std::thread stopper([&] {
+      asio::co_spawn(io, srv.stop_now(), [&](std::exception_ptr e) {
+        if (e)
+          stopped.set_exception(e);
+        else
+          stopped.set_value();
+      });
+    });
+    std::thread second([&] {
+      std::promise<void> also;
+      asio::co_spawn(asio::make_strand(io), srv.stop_now(), [&](std::exception_ptr) { also.set_value(); });
+      also.get_future().get();
+    });
+    stopped.get_future().get();
+    second.join();
+    stopper.join();
+    CHECK(srv.connections() == 0);
+    release = true;
+    for (auto& t : clients) t.join();
+  }
+  guard.reset();
+  for (auto& t : runners) t.join();
+}
