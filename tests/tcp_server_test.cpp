@@ -257,7 +257,7 @@ TEST_CASE("an exception from one session reaches the handler and spares the othe
     }
   });
   std::vector<std::string> caught;
-  srv.sessions().set_exception_handler([&](std::exception_ptr e) {
+  srv.set_exception_handler([&](std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {

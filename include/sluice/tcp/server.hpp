@@ -27,10 +27,13 @@
 //   capture state that dies with the server object.
 //
 // Thread safety: all members may be called from any thread. Sessions run on
-// per-connection strands, so the io_context may be run by several threads.
+// per-connection strands, so the io_context may be run by several threads;
+// on an io_context constructed with a concurrency hint of 1 (Asio's promise
+// of one thread) they run on its executor directly, which costs less.
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/executor.hpp"
 #include "sluice/scope.hpp"
 #include "sluice/tcp/detail/listener.hpp"
 
@@ -79,8 +82,8 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
   ~server() {
-    state_->stop_accepting();
-    state_->sessions.request_stop();
+    stop_accepting();
+    request_stop();
   }
 
   // Binds, listens and starts accepting on `ep`; returns the bound endpoint
@@ -130,14 +133,16 @@ class server {
     co_await st->accept_loops.join();
   }
 
-  // Connections whose session is running now.
-  std::size_t connections() const { return state_->open.load(std::memory_order_relaxed); }
+  // Connections whose session has not finished yet.
+  std::size_t connections() const { return state_->sessions.size(); }
   // Connections accepted since the server was created.
   std::uint64_t accepted() const { return state_->accepted.load(std::memory_order_relaxed); }
 
-  // The scope holding every session. Spawn your own tasks into it to have
-  // them cancelled and awaited by stop_now() too.
-  scope& sessions() { return state_->sessions; }
+  // Receives the exceptions that escape sessions (see scope).
+  void set_exception_handler(scope::exception_handler h) { state_->sessions.set_exception_handler(std::move(h)); }
+
+  // Asks every session to stop, without waiting (stop_now() waits).
+  void request_stop() { state_->sessions.request_stop(); }
 
  private:
   struct state : std::enable_shared_from_this<state> {
@@ -167,13 +172,14 @@ class server {
     scope accept_loops;
     mutable std::mutex mutex;
     std::vector<std::shared_ptr<detail::listener>> listeners;
-    std::atomic<std::size_t> open{0};
     std::atomic<std::uint64_t> accepted{0};
   };
 
   tcp::endpoint adopt(tcp::acceptor acceptor, asio::any_io_executor ex) {
     auto ep = acceptor.local_endpoint();
-    auto l = std::make_shared<detail::listener>(asio::make_strand(ex), std::move(acceptor));
+    const bool one_thread = sluice::detail::runs_on_one_thread(ex);
+    auto l = std::make_shared<detail::listener>(sluice::detail::serial_executor(ex, one_thread), std::move(acceptor),
+                                                one_thread);
     l->set_local_endpoint(ep);
     {
       std::lock_guard lock(state_->mutex);
@@ -191,7 +197,7 @@ class server {
   static asio::awaitable<void> accept_loop(std::shared_ptr<state> st, std::shared_ptr<detail::listener> l) {
     auto backoff = st->options.accept_backoff;
     for (;;) {
-      auto session_ex = asio::make_strand(l->executor());
+      auto session_ex = sluice::detail::serial_executor(l->inner_executor(), l->one_thread());
       auto [ec, socket] = co_await l->async_accept(session_ex, detail::use_nothrow);
       if (!ec) {
         backoff = st->options.accept_backoff;
@@ -214,19 +220,10 @@ class server {
     std::error_code ignored;
     if (st->options.no_delay) socket.set_option(tcp::no_delay(true), ignored);
     auto ex = socket.get_executor();
-    // Refused once stop was requested: the socket then closes with the unstarted coroutine.
-    st->sessions.try_spawn(ex, run_session(st, std::move(socket)));
-  }
-
-  // Counts the connection as open from the session's first instruction until
-  // its frame, socket included, is gone.
-  static asio::awaitable<void> run_session(std::shared_ptr<state> st, tcp::socket socket) {
-    struct open_count {
-      std::atomic<std::size_t>& n;
-      explicit open_count(std::atomic<std::size_t>& c) : n(c) { n.fetch_add(1, std::memory_order_relaxed); }
-      ~open_count() { n.fetch_sub(1, std::memory_order_relaxed); }
-    } counted(st->open);
-    co_await st->session(std::move(socket));
+    // The session coroutine is the task itself: no wrapper frame per
+    // connection. Refused once stop was requested: the socket then closes
+    // with the unstarted coroutine.
+    st->sessions.try_spawn(ex, st->session(std::move(socket)));
   }
 
   std::shared_ptr<state> state_;

@@ -35,10 +35,17 @@ inline bool is_peer_error(const std::error_code& ec) {
 // so a close never races an accept being started on another thread.
 class listener {
  public:
-  listener(asio::any_io_executor ex, tcp::acceptor acceptor)
-      : executor_(std::move(ex)), acceptor_(std::move(acceptor)), backoff_(executor_) {}
+  listener(asio::any_io_executor ex, tcp::acceptor acceptor, bool one_thread)
+      : executor_(std::move(ex)),
+        inner_(acceptor.get_executor()),
+        one_thread_(one_thread),
+        acceptor_(std::move(acceptor)),
+        backoff_(executor_) {}
 
+  // The accept loop's executor, and the one sessions derive theirs from.
   const asio::any_io_executor& executor() const { return executor_; }
+  const asio::any_io_executor& inner_executor() const { return inner_; }
+  bool one_thread() const { return one_thread_; }
   tcp::endpoint local_endpoint() const { return endpoint_; }
   void set_local_endpoint(tcp::endpoint ep) { endpoint_ = ep; }
 
@@ -93,6 +100,8 @@ class listener {
   };
 
   asio::any_io_executor executor_;
+  asio::any_io_executor inner_;
+  bool one_thread_;
   mutable std::mutex mutex_;
   tcp::acceptor acceptor_;
   asio::steady_timer backoff_;
