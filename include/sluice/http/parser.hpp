@@ -1,0 +1,677 @@
+// sluice/http/parser.hpp: incremental, strict HTTP/1.1 request parser with no I/O.
+//
+// Pure bytes in, a request head and body bytes out. Strict by default (RFC 9112 and the
+// request-smuggling rules): CRLF only, no obs-fold, no bare CR, token methods and field names,
+// one unambiguous body length, chunked as the final and only transfer coding. Every byte is
+// scanned once and validated as it arrives, so a bad byte or an exceeded limit is reported as
+// soon as it is received, not at the end of the line. No exceptions on bad input; allocations
+// only grow the head's storage, which reset() keeps for the next message.
+//
+// One parser per connection; not thread-safe.
+#pragma once
+
+#include "sluice/http/detail/chars.hpp"
+#include "sluice/http/detail/field_scanner.hpp"
+#include "sluice/http/error.hpp"
+#include "sluice/http/fields.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace sluice::http {
+
+struct parser_limits {
+  std::size_t max_target = 8 * 1024;         // longer request-target: 414
+  std::size_t max_head_bytes = 16 * 1024;    // request line + header section: 431
+  std::size_t max_header_count = 100;        // 431 (also bounds the trailer count)
+  std::uint64_t max_body = 8 * 1024 * 1024;  // declared or chunked total: 413
+  std::size_t max_chunk_line = 4 * 1024;     // chunk-size line incl. extensions and CRLF: 400
+  std::size_t max_trailer_bytes = 8 * 1024;  // 431
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. A server-side policy more than a
+  // syntax rule: a parser used behind a proxy or for testing may turn it off.
+  bool require_host = true;
+};
+
+enum class body_kind { none, length, chunked };
+
+class request_parser;
+
+struct request_head {
+  // Views into storage owned by this object: valid until the parser's next reset(), and they
+  // follow the object when it is copied or moved.
+  std::string_view method;
+  std::string_view target;
+  int version_minor = 1;  // HTTP/1.0 or HTTP/1.1
+  fields headers;
+  body_kind body = body_kind::none;  // Content-Length: 0 is body_kind::none
+  std::uint64_t content_length = 0;  // when body == length
+  bool keep_alive = true;            // 1.1: unless Connection: close; 1.0: only with keep-alive
+  bool expect_continue = false;      // Expect: 100-continue on HTTP/1.1 with a body
+  // CONNECT, PRI (the HTTP/2 preface), or Upgrade with Connection: upgrade on HTTP/1.1. After
+  // this message (head and body, if any) the server may hand the connection over; the parser
+  // does not look at the bytes that follow it.
+  bool upgrade = false;
+
+  request_head() = default;
+  request_head(const request_head& other) { *this = other; }
+  request_head(request_head&& other) noexcept { *this = std::move(other); }
+
+  request_head& operator=(const request_head& other) {
+    if (this == &other) return *this;
+    line_ = other.line_;
+    copy_members(other);
+    headers = other.headers;
+    return *this;
+  }
+
+  request_head& operator=(request_head&& other) noexcept {
+    if (this == &other) return *this;
+    const std::string_view old_line = other.line_;  // where the views point before the move
+    line_ = std::move(other.line_);
+    copy_members(other, old_line);
+    headers = std::move(other.headers);
+    return *this;
+  }
+
+ private:
+  friend class request_parser;
+
+  void copy_members(const request_head& other) { copy_members(other, other.line_); }
+
+  void copy_members(const request_head& other, std::string_view other_line) noexcept {
+    method = rebase(other.method, other_line);
+    target = rebase(other.target, other_line);
+    version_minor = other.version_minor;
+    body = other.body;
+    content_length = other.content_length;
+    keep_alive = other.keep_alive;
+    expect_continue = other.expect_continue;
+    upgrade = other.upgrade;
+  }
+
+  // A view into the other object's storage becomes the same view into ours; a view set by the
+  // user to point elsewhere is kept as is.
+  std::string_view rebase(std::string_view v, std::string_view other_line) const noexcept {
+    const std::less_equal<const char*> le;
+    if (v.data() == nullptr || !le(other_line.data(), v.data()) ||
+        !le(v.data() + v.size(), other_line.data() + other_line.size()))
+      return v;
+    return {line_.data() + (v.data() - other_line.data()), v.size()};
+  }
+
+  void clear() noexcept {
+    line_.clear();
+    method = target = {};
+    version_minor = 1;
+    headers.clear();
+    body = body_kind::none;
+    content_length = 0;
+    keep_alive = true;
+    expect_continue = upgrade = false;
+  }
+
+  std::string line_;  // method then target
+};
+
+class request_parser {
+ public:
+  explicit request_parser(parser_limits limits = {}) : limits_(limits) {}
+
+  enum class status { need_more, head_done, body_data, message_done, error };
+
+  // Head phase. `buffered` holds every byte of the current message received so far, from its
+  // first byte; each call passes the same prefix plus new bytes (the buffer may have moved).
+  // Only the new bytes are scanned. Empty lines (CRLF) before the request line are skipped
+  // (RFC 9112 2.2) and count as part of the head. On head_done, head() is filled and the first
+  // head_size() bytes of `buffered` were the head; calling again returns head_done. A target
+  // over max_target (414) or a head over max_head_bytes (431) fails as soon as the byte that
+  // exceeds the limit is passed in, whatever follows.
+  status parse_head(std::string_view buffered) {
+    if (msg_.in == phase::failed) return status::error;
+    if (msg_.in != phase::head) return status::head_done;
+    if (buffered.size() <= msg_.scanned) return status::need_more;
+
+    const char* const base = buffered.data();
+    const char* const end = base + std::min(buffered.size(), limits_.max_head_bytes);
+    const char* p = base + msg_.scanned;
+    if (msg_.line != line_state::fields) {
+      p = scan_request_line(p, end);
+      if (msg_.in == phase::failed) return status::error;
+    }
+    if (msg_.line == line_state::fields) {
+      const auto r = scanner_.scan(
+          p, end, head_.headers,
+          [this](std::string_view name, std::string_view value) { return on_header(name, value); });
+      if (r.res == detail::field_scanner::result::error) return fail(r.err);
+      p = r.stop;
+      if (r.res == detail::field_scanner::result::done) {
+        msg_.scanned = static_cast<std::size_t>(p - base);
+        return finish_head();
+      }
+    }
+    msg_.scanned = static_cast<std::size_t>(p - base);
+    if (buffered.size() > limits_.max_head_bytes) return fail(http::error::headers_too_large);
+    return status::need_more;
+  }
+
+  std::size_t head_size() const noexcept { return msg_.scanned; }
+  const request_head& head() const noexcept { return head_; }
+  request_head& head() noexcept { return head_; }
+
+  struct body_result {
+    status st;
+    std::size_t consumed;
+    std::string_view data;
+  };
+
+  // Body phase, after head_done. Consumes framing and body bytes from `in`:
+  // - body_data: `data` (a view into `in`) is body; `consumed` bytes were used, call again
+  //   with the rest.
+  // - message_done: the message is complete (`data` may hold its last bytes); the next
+  //   pipelined message starts at `consumed`.
+  // - need_more: all of `in` was consumed (`data` may hold body bytes).
+  // - error: error() tells why.
+  // Chunk extensions are validated and ignored; trailers go to trailers().
+  body_result parse_body(std::string_view in) {
+    switch (msg_.in) {
+      case phase::failed: return {status::error, 0, {}};
+      case phase::head:  // called before head_done: a bug in the caller, hence not a 4xx
+        fail(std::make_error_code(std::errc::operation_not_permitted));
+        return {status::error, 0, {}};
+      case phase::done: return {status::message_done, 0, {}};
+      case phase::body: break;
+    }
+    if (head_.body == body_kind::length) return parse_length_body(in);
+    return parse_chunked_body(in);
+  }
+
+  const fields& trailers() const noexcept { return trailers_; }
+  std::uint64_t body_bytes_seen() const noexcept { return msg_.body_seen; }
+  std::error_code error() const noexcept { return msg_.error; }
+  const parser_limits& limits() const noexcept { return limits_; }
+
+  // Prepares for the next message on the same connection; keeps allocated capacity.
+  void reset() noexcept {
+    msg_ = {};
+    scanner_.reset();
+    head_.clear();
+    trailers_.clear();
+  }
+
+ private:
+  enum class phase : std::uint8_t { head, body, done, failed };
+  enum class line_state : std::uint8_t {
+    start,
+    start_lf,
+    method,
+    target,
+    version,
+    line_cr,
+    line_lf,
+    fields
+  };
+  enum class chunk_state : std::uint8_t {
+    size_start,
+    size,
+    ext_bws,
+    ext_name_start,
+    ext_name,
+    ext_after_name,
+    ext_value_start,
+    ext_value_token,
+    ext_quoted,
+    ext_quoted_pair,
+    ext_after_quoted,
+    size_lf,
+    data,
+    data_cr,
+    data_lf,
+    trailers
+  };
+
+  static constexpr std::string_view version_prefix = "HTTP/";
+
+  status fail(std::error_code ec) noexcept {
+    msg_.error = ec;
+    msg_.in = phase::failed;
+    return status::error;
+  }
+  status fail(http::error e) noexcept { return fail(make_error_code(e)); }
+
+  // Request line --------------------------------------------------------------------------
+
+  // Returns where scanning stopped; on a bad byte the parser has failed.
+  const char* scan_request_line(const char* p, const char* const end) {
+    while (p < end) {
+      switch (msg_.line) {
+        case line_state::start:
+          if (*p == '\r') {
+            ++p;
+            msg_.line = line_state::start_lf;
+            break;
+          }
+          if (!detail::is_tchar(*p))
+            return failed(p, *p == '\n' ? http::error::bare_lf : http::error::invalid_method);
+          msg_.line = line_state::method;
+          [[fallthrough]];
+        case line_state::method: {
+          const char* const run = p;
+          while (p < end && detail::is_tchar(*p)) ++p;
+          head_.line_.append(run, static_cast<std::size_t>(p - run));
+          if (p == end) break;
+          if (*p != ' ') return failed(p, http::error::invalid_method);
+          msg_.method_len = head_.line_.size();
+          msg_.line = line_state::target;
+          ++p;
+          break;
+        }
+        case line_state::target: {
+          const char* const run = p;
+          p = detail::skip_target_chars(p, end);
+          head_.line_.append(run, static_cast<std::size_t>(p - run));
+          const std::size_t target_len = head_.line_.size() - msg_.method_len;
+          if (target_len > limits_.max_target) return failed(p, http::error::uri_too_long);
+          if (p == end) break;
+          if (*p != ' ' || target_len == 0) return failed(p, target_error(*p));
+          msg_.line = line_state::version;
+          ++p;
+          break;
+        }
+        case line_state::version:
+          if (msg_.version_index == 0 && end - p >= 8 && std::memcmp(p, "HTTP/1.", 7) == 0 &&
+              (p[7] == '0' || p[7] == '1')) {  // the usual case at once; others byte by byte
+            msg_.version_major = 1;
+            msg_.version_minor = p[7] - '0';
+            msg_.version_index = 8;
+            msg_.line = line_state::line_cr;
+            p += 8;
+            break;
+          }
+          if (!version_byte(*p)) return failed(p, http::error::invalid_version);
+          ++p;
+          if (msg_.version_index == version_prefix.size() + 3 && !version_supported())
+            return failed(p, http::error::unsupported_version);
+          break;
+        case line_state::line_cr:
+          if (*p != '\r')
+            return failed(p, *p == '\n' ? http::error::bare_lf : http::error::invalid_version);
+          ++p;
+          msg_.line = line_state::line_lf;
+          break;
+        case line_state::start_lf:
+        case line_state::line_lf:
+          if (*p != '\n') return failed(p, http::error::bare_cr);
+          ++p;
+          msg_.line = msg_.line == line_state::start_lf ? line_state::start : line_state::fields;
+          break;
+        case line_state::fields: return p;
+      }
+    }
+    return p;
+  }
+
+  const char* failed(const char* p, http::error e) noexcept {
+    fail(e);
+    return p;
+  }
+
+  http::error target_error(char c) const noexcept {
+    if (c == '\r' || c == '\n') return http::error::missing_version;  // HTTP/0.9 "GET /"
+    return http::error::invalid_target;                               // also an empty target
+  }
+
+  // "HTTP/" DIGIT "." DIGIT, one byte at a time so that garbage is caught as it arrives.
+  bool version_byte(char c) noexcept {
+    const std::size_t i = msg_.version_index++;
+    if (i < version_prefix.size()) return c == version_prefix[i];
+    const bool digit = c >= '0' && c <= '9';
+    if (i == version_prefix.size()) {
+      msg_.version_major = c - '0';
+      return digit;
+    }
+    if (i == version_prefix.size() + 1) return c == '.';
+    msg_.version_minor = c - '0';
+    msg_.line = line_state::line_cr;
+    return digit;
+  }
+
+  bool version_supported() const noexcept {
+    return msg_.version_major == 1 && (msg_.version_minor == 0 || msg_.version_minor == 1);
+  }
+
+  // Header fields -------------------------------------------------------------------------
+
+  http::error on_header(std::string_view name, std::string_view value) {
+    if (head_.headers.size() > limits_.max_header_count) return http::error::too_many_headers;
+    using detail::iequals;
+    switch (name.size()) {  // the length rules out most names without comparing bytes
+      case 4:
+        if (iequals(name, "host")) return on_host(value);
+        break;
+      case 6:
+        if (iequals(name, "expect")) on_expect(value);
+        break;
+      case 7:
+        if (iequals(name, "upgrade")) msg_.upgrade_field = true;
+        break;
+      case 10:
+        if (iequals(name, "connection")) on_connection(value);
+        break;
+      case 14:
+        if (iequals(name, "content-length")) return on_content_length(value);
+        break;
+      case 17:
+        if (iequals(name, "transfer-encoding")) return on_transfer_encoding(value);
+        break;
+      default: break;
+    }
+    return detail::ok;
+  }
+
+  http::error on_host(std::string_view value) noexcept {
+    if (++msg_.host_count > 1) return http::error::duplicate_host;
+    for (char c : value)
+      if (!detail::is_host_char(c)) return http::error::invalid_host;
+    return detail::ok;
+  }
+
+  void on_expect(std::string_view value) {
+    detail::for_each_list_element(value, [this](std::string_view expectation) {
+      msg_.expect_100 = msg_.expect_100 || detail::iequals(expectation, "100-continue");
+      return true;
+    });
+  }
+
+  void on_connection(std::string_view value) {
+    detail::for_each_list_element(value, [this](std::string_view option) {
+      msg_.conn_close = msg_.conn_close || detail::iequals(option, "close");
+      msg_.conn_keep_alive = msg_.conn_keep_alive || detail::iequals(option, "keep-alive");
+      msg_.conn_upgrade = msg_.conn_upgrade || detail::iequals(option, "upgrade");
+      return true;
+    });
+  }
+
+  // RFC 9110 8.6: a list of identical values ("5, 5"), or repeated identical fields, is one
+  // length; anything else is ambiguous framing.
+  http::error on_content_length(std::string_view value) noexcept {
+    if (msg_.te_seen) return http::error::content_length_with_transfer_encoding;
+    http::error result = detail::ok;
+    detail::for_each_list_element(value, [&](std::string_view element) {
+      std::uint64_t n = 0;
+      result = parse_decimal(element, n);
+      if (result == detail::ok && msg_.content_length_seen && n != msg_.content_length)
+        result = http::error::conflicting_content_length;
+      msg_.content_length = n;
+      msg_.content_length_seen = true;
+      return result == detail::ok;
+    });
+    if (result == detail::ok && msg_.content_length > limits_.max_body)
+      return http::error::body_too_large;
+    return result;
+  }
+
+  static http::error parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
+    if (s.empty()) return http::error::invalid_content_length;
+    std::uint64_t v = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') return http::error::invalid_content_length;
+      const auto digit = static_cast<std::uint64_t>(c - '0');
+      if (v > (std::numeric_limits<std::uint64_t>::max() - digit) / 10)
+        return http::error::content_length_overflow;
+      v = v * 10 + digit;
+    }
+    out = v;
+    return detail::ok;
+  }
+
+  // RFC 9112 6.1/6.3: chunked must be the final coding and appear once; any other coding is
+  // one we cannot decode (501) unless it follows chunked, which leaves the length unknown (400).
+  http::error on_transfer_encoding(std::string_view value) noexcept {
+    if (msg_.content_length_seen) return http::error::content_length_with_transfer_encoding;
+    if (msg_.version_minor == 0) return http::error::transfer_encoding_in_http10;
+    msg_.te_seen = true;
+    http::error result = detail::ok;
+    detail::for_each_list_element(value, [&](std::string_view element) {
+      if (element.empty()) return true;  // RFC 9110 5.6.1: empty list elements are ignored
+      const std::size_t semicolon = element.find(';');
+      const std::string_view coding = detail::trim_ows(element.substr(0, semicolon));
+      if (!detail::is_token(coding))
+        result = http::error::invalid_transfer_encoding;
+      else if (msg_.te_chunked)
+        result = detail::iequals(coding, "chunked") ? http::error::chunked_twice
+                                                    : http::error::chunked_not_final;
+      else if (detail::iequals(coding, "chunked"))
+        msg_.te_chunked = true;
+      else
+        msg_.te_other = true;
+      if (msg_.te_chunked && semicolon != std::string_view::npos)
+        result = http::error::invalid_transfer_encoding;  // chunked takes no parameters
+      return result == detail::ok;
+    });
+    return result;
+  }
+
+  status finish_head() {
+    if (msg_.version_minor == 1 && limits_.require_host && msg_.host_count == 0)
+      return fail(http::error::missing_host);
+    if (msg_.te_seen && !msg_.te_chunked) return fail(http::error::chunked_not_final);
+    if (msg_.te_seen && msg_.te_other) return fail(http::error::unsupported_transfer_encoding);
+
+    request_head& h = head_;
+    h.method = std::string_view(h.line_).substr(0, msg_.method_len);
+    h.target = std::string_view(h.line_).substr(msg_.method_len);
+    h.version_minor = msg_.version_minor;
+    if (msg_.te_seen) {
+      h.body = body_kind::chunked;
+    } else if (msg_.content_length > 0) {
+      h.body = body_kind::length;
+      h.content_length = msg_.content_length;
+    }
+    h.keep_alive =
+        msg_.version_minor == 1 ? !msg_.conn_close : msg_.conn_keep_alive && !msg_.conn_close;
+    if (h.method == "CONNECT") {  // RFC 9110 9.3.6: CONNECT has no content; the tunnel follows
+      h.body = body_kind::none;
+      h.content_length = 0;
+      h.upgrade = true;
+    } else {
+      h.upgrade =
+          h.method == "PRI" || (msg_.version_minor == 1 && msg_.upgrade_field && msg_.conn_upgrade);
+    }
+    h.expect_continue = msg_.version_minor == 1 && msg_.expect_100 && h.body != body_kind::none;
+    msg_.remaining = h.content_length;
+    msg_.in = h.body == body_kind::none ? phase::done : phase::body;
+    return status::head_done;
+  }
+
+  // Body ----------------------------------------------------------------------------------
+
+  body_result parse_length_body(std::string_view in) noexcept {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(msg_.remaining, in.size()));
+    msg_.remaining -= n;
+    msg_.body_seen += n;
+    if (msg_.remaining > 0) return {status::need_more, n, in.substr(0, n)};
+    msg_.in = phase::done;
+    return {status::message_done, n, in.substr(0, n)};
+  }
+
+  body_result parse_chunked_body(std::string_view in) {
+    const char* const begin = in.data();
+    const char* const end = begin + in.size();
+    const char* p = begin;
+    std::string_view data;
+    while (true) {
+      if (msg_.chunk == chunk_state::data) {
+        if (p == end) break;
+        // A second chunk's data is not contiguous with the first: hand the first one over.
+        if (!data.empty()) return {status::body_data, static_cast<std::size_t>(p - begin), data};
+        const auto n = static_cast<std::size_t>(
+            std::min<std::uint64_t>(msg_.chunk_size, static_cast<std::size_t>(end - p)));
+        data = std::string_view(p, n);
+        p += n;
+        msg_.chunk_size -= n;
+        msg_.body_seen += n;
+        if (msg_.chunk_size == 0) msg_.chunk = chunk_state::data_cr;
+        continue;
+      }
+      if (p == end) break;
+      if (msg_.chunk == chunk_state::trailers) {
+        const std::size_t budget = limits_.max_trailer_bytes - msg_.trailer_bytes;
+        const char* const stop = static_cast<std::size_t>(end - p) > budget ? p + budget : end;
+        const auto r =
+            scanner_.scan(p, stop, trailers_, [this](std::string_view, std::string_view) {
+              return trailers_.size() > limits_.max_header_count ? http::error::too_many_headers
+                                                                 : detail::ok;
+            });
+        if (r.res == detail::field_scanner::result::error) return failed_body(r.err);
+        msg_.trailer_bytes += static_cast<std::size_t>(r.stop - p);
+        p = r.stop;
+        if (r.res == detail::field_scanner::result::done) {
+          msg_.in = phase::done;
+          return {status::message_done, static_cast<std::size_t>(p - begin), data};
+        }
+        if (stop != end) return failed_body(http::error::trailers_too_large);
+        continue;
+      }
+      if (const http::error e = chunk_byte(*p); e != detail::ok) return failed_body(e);
+      ++p;
+    }
+    return {status::need_more, in.size(), data};
+  }
+
+  body_result failed_body(http::error e) noexcept {
+    fail(e);
+    return {status::error, 0, {}};
+  }
+
+  // One byte of chunk framing outside the data: the chunk-size line and the CRLF after data.
+  // chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF (RFC 9112 7.1), with
+  // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+  http::error chunk_byte(char c) noexcept {
+    using detail::is_ows;
+    using detail::is_tchar;
+    using cs = chunk_state;
+    if (msg_.chunk == cs::data_cr)
+      return to(c == '\r', cs::data_lf, http::error::missing_chunk_crlf);
+    if (msg_.chunk == cs::data_lf) return to(c == '\n', cs::size_start, http::error::bare_cr);
+    if (++msg_.chunk_line_len > limits_.max_chunk_line) return http::error::chunk_line_too_long;
+    if (c == '\n' && msg_.chunk != cs::size_lf) return http::error::bare_lf;
+    switch (msg_.chunk) {
+      case cs::size_start:
+        if (detail::hex_value(c) < 0) return http::error::invalid_chunk_size;
+        msg_.chunk = cs::size;
+        return add_hex_digit(detail::hex_value(c));
+      case cs::size:
+        if (detail::hex_value(c) >= 0) return add_hex_digit(detail::hex_value(c));
+        if (c == ';' || c == '\r' || is_ows(c)) return after_extension(c);
+        return http::error::invalid_chunk_size;
+      case cs::ext_bws:
+        if (is_ows(c)) return detail::ok;
+        return to(c == ';', cs::ext_name_start, http::error::invalid_chunk_extension);
+      case cs::ext_name_start:
+        if (is_ows(c)) return detail::ok;
+        return to(is_tchar(c), cs::ext_name, http::error::invalid_chunk_extension);
+      case cs::ext_name:
+        if (is_tchar(c)) return detail::ok;
+        if (c == '=') return to(true, cs::ext_value_start, detail::ok);
+        if (is_ows(c)) return to(true, cs::ext_after_name, detail::ok);
+        return after_extension(c);
+      case cs::ext_after_name:
+        if (is_ows(c)) return detail::ok;
+        if (c == '=') return to(true, cs::ext_value_start, detail::ok);
+        return to(c == ';', cs::ext_name_start, http::error::invalid_chunk_extension);
+      case cs::ext_value_start:
+        if (is_ows(c)) return detail::ok;
+        if (c == '"') return to(true, cs::ext_quoted, detail::ok);
+        return to(is_tchar(c), cs::ext_value_token, http::error::invalid_chunk_extension);
+      case cs::ext_value_token:
+        if (is_tchar(c)) return detail::ok;
+        return after_extension(c);
+      case cs::ext_quoted:
+        if (c == '\\') return to(true, cs::ext_quoted_pair, detail::ok);
+        if (c == '"') return to(true, cs::ext_after_quoted, detail::ok);
+        return to(detail::is_qdtext(c), cs::ext_quoted, http::error::invalid_chunk_extension);
+      case cs::ext_quoted_pair:
+        return to(detail::is_field_char(c), cs::ext_quoted, http::error::invalid_chunk_extension);
+      case cs::ext_after_quoted: return after_extension(c);
+      case cs::size_lf:
+        if (c != '\n') return http::error::bare_cr;
+        msg_.chunk_line_len = 0;
+        msg_.chunk = msg_.chunk_size == 0 ? cs::trailers : cs::data;
+        return detail::ok;
+      case cs::data:
+      case cs::data_cr:
+      case cs::data_lf:
+      case cs::trailers: break;
+    }
+    return detail::ok;
+  }
+
+  // After the size or a complete extension: another extension, BWS before one, or the CR.
+  http::error after_extension(char c) noexcept {
+    if (c == ';') return to(true, chunk_state::ext_name_start, detail::ok);
+    if (c == '\r') return to(true, chunk_state::size_lf, detail::ok);
+    return to(detail::is_ows(c), chunk_state::ext_bws, http::error::invalid_chunk_extension);
+  }
+
+  http::error to(bool valid, chunk_state next, http::error otherwise) noexcept {
+    if (!valid) return otherwise;
+    msg_.chunk = next;
+    return detail::ok;
+  }
+
+  http::error add_hex_digit(int digit) noexcept {
+    if (msg_.chunk_size > (std::numeric_limits<std::uint64_t>::max() >> 4))
+      return http::error::body_too_large;
+    msg_.chunk_size = msg_.chunk_size * 16 + static_cast<std::uint64_t>(digit);
+    if (msg_.chunk_size > limits_.max_body - msg_.body_seen) return http::error::body_too_large;
+    return detail::ok;
+  }
+
+  // Everything about the current message except what holds memory; reset() starts it afresh.
+  struct message_state {
+    phase in = phase::head;
+    line_state line = line_state::start;
+    chunk_state chunk = chunk_state::size_start;
+    std::error_code error;
+
+    std::size_t scanned = 0;  // head bytes consumed so far
+    std::size_t method_len = 0;
+    std::size_t host_count = 0;
+    std::size_t chunk_line_len = 0;
+    std::size_t trailer_bytes = 0;
+    std::size_t version_index = 0;
+    int version_major = 0;
+    int version_minor = 0;
+
+    std::uint64_t content_length = 0;
+    std::uint64_t remaining = 0;   // of a Content-Length body
+    std::uint64_t chunk_size = 0;  // while reading the size, then what is left of the chunk
+    std::uint64_t body_seen = 0;
+
+    bool content_length_seen = false;
+    bool te_seen = false;
+    bool te_chunked = false;  // chunked seen, necessarily as the last coding so far
+    bool te_other = false;
+    bool conn_close = false;
+    bool conn_keep_alive = false;
+    bool conn_upgrade = false;
+    bool upgrade_field = false;
+    bool expect_100 = false;
+  };
+
+  parser_limits limits_;
+  request_head head_;
+  fields trailers_;
+  detail::field_scanner scanner_;
+  message_state msg_;
+};
+
+}  // namespace sluice::http
