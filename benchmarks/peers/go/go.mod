@@ -1,0 +1,3 @@
+module sluice-bench-peer
+
+go 1.19
