@@ -1,0 +1,241 @@
+// Internals of the HTTP server: what the server knows of each connection
+// (its state, its deadline) and the registry through which close_idle() and
+// shutdown() reach them.
+#pragma once
+
+#include "sluice/config.hpp"
+#include "sluice/http/connection_state.hpp"
+
+#include <asio/any_io_executor.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace sluice::http::detail {
+
+using clock = std::chrono::steady_clock;
+
+// Why a deadline was set; what the session reports when it passes.
+enum class timeout_kind : unsigned char { none, handshake, header, body, idle, write, linger };
+
+class connection;
+
+// The server's view of all its connections. Counts are kept per state so that
+// reading them takes no lock; the list serves close_idle() and shutdown().
+class connection_registry {
+ public:
+  // Told of every state change, and of the end of each connection (`closed`).
+  using state_observer = std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from,
+                                            connection_state to, bool closed)>;
+
+  explicit connection_registry(state_observer observer = {}) : observer_(std::move(observer)) {}
+
+  state_counts counts() const {
+    state_counts c;
+    for (std::size_t i = 0; i < connection_state_count; ++i)
+      c.by_state[i] = by_state_[i].load(std::memory_order_relaxed);
+    return c;
+  }
+
+  void add(connection& c);
+  void remove(connection& c);
+
+  // Asks every idle or never-used connection to close, on its own executor.
+  void close_idle();
+
+  // Once set, responses say "Connection: close" and connections close when
+  // they would otherwise go idle.
+  void start_draining() { draining_.store(true, std::memory_order_release); }
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
+
+  enum class end_reason { idle_closed, completed, forced };
+  struct ends {
+    std::uint64_t total = 0;
+    std::uint64_t idle_closed = 0;
+    std::uint64_t forced = 0;
+  };
+  void count_end(end_reason r) {
+    ended_.fetch_add(1, std::memory_order_relaxed);
+    if (r == end_reason::idle_closed) idle_closed_.fetch_add(1, std::memory_order_relaxed);
+    if (r == end_reason::forced) forced_.fetch_add(1, std::memory_order_relaxed);
+  }
+  ends ended() const {
+    return {ended_.load(std::memory_order_relaxed), idle_closed_.load(std::memory_order_relaxed),
+            forced_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  friend class connection;
+
+  void count(connection_state from, connection_state to) {
+    by_state_[static_cast<std::size_t>(from)].fetch_sub(1, std::memory_order_relaxed);
+    by_state_[static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void count_in(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed); }
+  void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
+
+  const state_observer observer_;
+  std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
+  std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
+  std::mutex mutex_;
+  connection* head_ = nullptr;
+};
+
+// One connection, as its session and the server share it. Everything but
+// construction runs on the connection's executor (a strand).
+//
+// The deadline is lazy: moving it later only stores a time; the timer fires
+// at most once per period and re-arms itself for the deadline it then finds.
+// A request/response cycle on a busy connection therefore costs no timer
+// operation at all.
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  connection(connection_registry& registry, const asio::any_io_executor& ex, asio::ip::tcp::endpoint peer)
+      : registry_(registry), timer_(ex), peer_(std::move(peer)) {
+    registry_.count_in(state_);
+  }
+  ~connection() { registry_.count_out(state_); }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  asio::any_io_executor executor() { return timer_.get_executor(); }
+  connection_state state() const { return state_; }
+
+  void set_state(connection_state s) {
+    if (s == state_) return;
+    registry_.count(state_, s);
+    if (registry_.observer_) registry_.observer_(peer_, state_, s, false);
+    state_ = s;
+  }
+
+  // How a timeout stops what the session waits for without closing the
+  // socket (so that a 408 can still be written): the transport knows.
+  using interrupt_function = void (*)(asio::ip::tcp::socket&);
+
+  // The socket that timeouts and close_idle() act on; null once the session ends.
+  void attach(asio::ip::tcp::socket* s, interrupt_function interrupt) {
+    socket_ = s;
+    interrupt_ = interrupt;
+  }
+  void detach() {
+    socket_ = nullptr;
+    deadline_ = clock::time_point::max();
+    timer_.cancel();
+    if (registry_.observer_) registry_.observer_(peer_, state_, state_, true);
+  }
+
+  void set_deadline(clock::time_point when, timeout_kind kind) {
+    deadline_ = when;
+    kind_ = kind;
+    if (when < armed_) arm(when);
+  }
+  void clear_deadline() { deadline_ = clock::time_point::max(); }
+  timeout_kind timed_out() const { return timed_out_; }
+
+  // True when close_idle() (or shutdown) closed this connection while it was
+  // idle or fresh: its peer's next request, if any, was never read.
+  bool close_requested() const { return close_requested_; }
+
+  void close_if_idle() {
+    if (state_ != connection_state::idle && state_ != connection_state::fresh) return;
+    close_requested_ = true;
+    close_socket();
+  }
+
+ private:
+  // Closing rather than cancelling: a cancel reaches only the operation
+  // pending now, and is lost if it lands between two steps of a composed one
+  // (a TLS write); on a closed socket every later operation fails at once.
+  void close_socket() {
+    std::error_code ignored;
+    if (socket_) socket_->close(ignored);
+  }
+
+  // A write that timed out leaves nothing worth saying: close. Anything else
+  // the session may still answer (408 to a stalled body), so it is
+  // interrupted and keeps its socket.
+  void on_timeout() {
+    if (!socket_) return;
+    if (kind_ == timeout_kind::write)
+      close_socket();
+    else
+      interrupt_(*socket_);
+  }
+
+  void arm(clock::time_point when) {
+    armed_ = when;
+    timer_.expires_at(when);
+    timer_.async_wait([weak = weak_from_this(), when](std::error_code ec) {
+      auto self = weak.lock();
+      if (!self || ec || self->armed_ != when) return;  // replaced by an earlier deadline, or gone
+      self->armed_ = clock::time_point::max();
+      if (self->deadline_ == clock::time_point::max()) return;
+      if (clock::now() >= self->deadline_) {
+        self->timed_out_ = self->kind_;
+        self->on_timeout();
+      } else {
+        self->arm(self->deadline_);
+      }
+    });
+  }
+
+  connection_registry& registry_;
+  asio::steady_timer timer_;
+  asio::ip::tcp::endpoint peer_;
+  asio::ip::tcp::socket* socket_ = nullptr;
+  interrupt_function interrupt_ = nullptr;
+  clock::time_point deadline_ = clock::time_point::max();
+  clock::time_point armed_ = clock::time_point::max();
+  connection_state state_ = connection_state::fresh;
+  timeout_kind kind_ = timeout_kind::none;
+  timeout_kind timed_out_ = timeout_kind::none;
+  bool close_requested_ = false;
+  // The registry's list, guarded by its mutex.
+  friend class connection_registry;
+  connection* prev_ = nullptr;
+  connection* next_ = nullptr;
+};
+
+inline void connection_registry::add(connection& c) {
+  std::lock_guard lock(mutex_);
+  c.next_ = head_;
+  if (head_) head_->prev_ = &c;
+  head_ = &c;
+}
+
+inline void connection_registry::remove(connection& c) {
+  std::lock_guard lock(mutex_);
+  if (c.prev_) c.prev_->next_ = c.next_;
+  if (c.next_) c.next_->prev_ = c.prev_;
+  if (head_ == &c) head_ = c.next_;
+  c.prev_ = c.next_ = nullptr;
+}
+
+inline void connection_registry::close_idle() {
+  // Only weak references leave the lock: a connection is touched on its own
+  // executor alone, and only if its session still runs.
+  std::vector<std::pair<std::weak_ptr<connection>, asio::any_io_executor>> all;
+  {
+    std::lock_guard lock(mutex_);
+    for (connection* c = head_; c; c = c->next_) all.emplace_back(c->weak_from_this(), c->executor());
+  }
+  for (auto& [weak, ex] : all) {
+    asio::dispatch(ex, [weak = std::move(weak)] {
+      if (auto c = weak.lock()) c->close_if_idle();
+    });
+  }
+}
+
+}  // namespace sluice::http::detail

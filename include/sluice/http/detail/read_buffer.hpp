@@ -1,0 +1,66 @@
+// Internals of the HTTP session: the connection's input buffer.
+#pragma once
+
+#include <asio/buffer.hpp>
+
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string_view>
+
+namespace sluice::http::detail {
+
+// Bytes read from the peer and not consumed yet. The storage exists only
+// while there is something to read into or keep: release() gives it back, so
+// an idle keep-alive connection holds no buffer.
+class read_buffer {
+ public:
+  static constexpr std::size_t initial_capacity = 4096;
+
+  std::string_view data() const { return {storage_.get() + begin_, end_ - begin_}; }
+  std::size_t size() const { return end_ - begin_; }
+  bool empty() const { return begin_ == end_; }
+
+  void consume(std::size_t n) {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+
+  // Free space after the data, at least `min_free` bytes unless that would
+  // take the buffer past `max_capacity`; empty when the buffer is full at its limit.
+  asio::mutable_buffer prepare(std::size_t min_free, std::size_t max_capacity) {
+    if (capacity_ - end_ < min_free && begin_ > 0) {
+      std::memmove(storage_.get(), storage_.get() + begin_, size());
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (capacity_ - end_ < min_free && capacity_ < max_capacity) {
+      std::size_t wanted = capacity_ ? capacity_ : initial_capacity;
+      while (wanted - end_ < min_free && wanted < max_capacity) wanted *= 2;
+      if (wanted > max_capacity) wanted = max_capacity;
+      auto bigger = std::make_unique_for_overwrite<char[]>(wanted);
+      if (end_ > begin_) std::memcpy(bigger.get(), storage_.get() + begin_, size());
+      end_ -= begin_;
+      begin_ = 0;
+      storage_ = std::move(bigger);
+      capacity_ = wanted;
+    }
+    return asio::buffer(storage_.get() + end_, capacity_ - end_);
+  }
+
+  void commit(std::size_t n) { end_ += n; }
+
+  void release() {
+    if (!empty()) return;
+    storage_.reset();
+    capacity_ = 0;
+  }
+
+ private:
+  std::unique_ptr<char[]> storage_;
+  std::size_t capacity_ = 0;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+};
+
+}  // namespace sluice::http::detail

@@ -1,0 +1,531 @@
+// Internals of the HTTP server: one connection's session, written once for
+// every stream type (the Transport says what differs; see plain_transport.hpp).
+#pragma once
+
+#include "sluice/config.hpp"
+#include "sluice/http/connection_state.hpp"
+#include "sluice/http/detail/connection.hpp"
+#include "sluice/http/detail/read_buffer.hpp"
+#include "sluice/http/error.hpp"
+#include "sluice/http/message.hpp"
+#include "sluice/http/options.hpp"
+#include "sluice/http/parser.hpp"
+#include "sluice/http/serialize.hpp"
+#include "sluice/scope.hpp"
+
+#include <asio/buffer.hpp>
+#include <asio/error.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/write.hpp>
+
+#include <array>
+#include <charconv>
+#include <optional>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace sluice::http::detail {
+
+using handler_function = std::function<asio::awaitable<response>(request&)>;
+
+// What the server shares with every session. One pointer in each session.
+struct server_core {
+  server_core(server_options o, handler_function h)
+      : options(std::move(o)), handler(std::move(h)), registry(options.on_state_change) {}
+  const server_options options;
+  const handler_function handler;
+  connection_registry registry;
+  // True once stop_now() or the shutdown deadline cancelled the sessions.
+  std::atomic<bool> forcing{false};
+};
+
+// Request parsers kept for reuse on this thread: once warm, a request costs
+// no allocation for its head, while an idle connection holds no parser.
+class pooled_parser {
+ public:
+  explicit pooled_parser(const parser_limits& limits) {
+    auto& free = pool();
+    if (!free.empty()) {
+      parser_ = std::move(free.back());
+      free.pop_back();
+    }
+    if (!parser_ || !same_limits(parser_->limits(), limits)) parser_ = std::make_unique<request_parser>(limits);
+  }
+  ~pooled_parser() {
+    auto& free = pool();
+    if (free.size() < max_pooled) {
+      parser_->reset();
+      free.push_back(std::move(parser_));
+    }
+  }
+  pooled_parser(const pooled_parser&) = delete;
+  pooled_parser& operator=(const pooled_parser&) = delete;
+
+  request_parser& operator*() { return *parser_; }
+  request_parser* operator->() { return parser_.get(); }
+
+ private:
+  static constexpr std::size_t max_pooled = 64;
+  static std::vector<std::unique_ptr<request_parser>>& pool() {
+    thread_local std::vector<std::unique_ptr<request_parser>> free;
+    return free;
+  }
+  static bool same_limits(const parser_limits& a, const parser_limits& b) {
+    return a.max_target == b.max_target && a.max_head_bytes == b.max_head_bytes &&
+           a.max_header_count == b.max_header_count && a.max_body == b.max_body &&
+           a.max_chunk_line == b.max_chunk_line && a.max_trailer_bytes == b.max_trailer_bytes &&
+           a.require_host == b.require_host;
+  }
+  std::unique_ptr<request_parser> parser_;
+};
+
+inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+template <typename Transport>
+class session final : body_source, body_sink {
+ public:
+  using stream_type = typename Transport::stream_type;
+
+  session(server_core& core, stream_type stream, std::shared_ptr<connection> conn)
+      : core_(core), stream_(std::move(stream)), conn_(std::move(conn)) {}
+
+  asio::awaitable<void> run(Transport& transport) {
+    struct registration {
+      session& s;
+      explicit registration(session& self) : s(self) {
+        s.conn_->attach(&Transport::socket(s.stream_), &Transport::interrupt);
+        s.core_.registry.add(*s.conn_);
+      }
+      // The socket is closed here, so that the registry and the state
+      // observer learn of the end only once it is true.
+      ~registration() {
+        std::error_code ignored;
+        Transport::socket(s.stream_).close(ignored);
+        s.core_.registry.remove(*s.conn_);
+        s.core_.registry.count_end(s.end_reason());
+        s.conn_->detach();
+      }
+    } registered(*this);
+
+    // A connection accepted after shutdown() looked at the others is as
+    // never-used as they were: it closes before any handshake.
+    if (core_.registry.draining()) co_return conn_->close_if_idle();
+    conn_->set_deadline(clock::now() + core_.options.handshake_timeout, timeout_kind::handshake);
+    if (co_await transport.handshake(stream_)) co_return;
+    conn_->set_deadline(clock::now() + core_.options.header_timeout, timeout_kind::header);
+
+    for (bool first = true;; first = false) {
+      if (buffer_.empty()) {
+        // Wait for the next request holding no buffer where the transport
+        // allows it. The state is set before draining is checked, on this
+        // strand: a close_idle() that ran before saw a busy connection, one
+        // that runs after sees an idle one.
+        buffer_.release();
+        conn_->set_state(first ? connection_state::fresh : connection_state::idle);
+        if (core_.registry.draining()) co_return conn_->close_if_idle();
+        if (!first) conn_->set_deadline(clock::now() + core_.options.idle_timeout, timeout_kind::idle);
+        if constexpr (Transport::readiness_wait) {
+          const auto ec = co_await Transport::async_wait_readable(stream_, peek_scratch_);
+          if (ec || interrupted()) co_return;
+        } else {
+          const bool got = co_await read_more();
+          if (!got) co_return;
+        }
+      }
+      conn_->set_state(connection_state::reading);
+      switch (co_await serve_one()) {
+        case next::keep_alive: continue;
+        case next::close: co_await close_after_last_response(); co_return;
+        case next::abort: co_return;
+      }
+    }
+  }
+
+ private:
+  enum class next { keep_alive, close, abort };
+
+  connection_registry::end_reason end_reason() const {
+    using r = connection_registry::end_reason;
+    if (conn_->close_requested()) return r::idle_closed;
+    // Its last response was out: whatever cut the lingering short, it completed.
+    if (conn_->state() == connection_state::closing) return r::completed;
+    return core_.forcing.load() ? r::forced : r::completed;
+  }
+
+  bool interrupted() const { return conn_->close_requested() || conn_->timed_out() != timeout_kind::none; }
+
+  // Reads what is available into the buffer: at once when the transport can,
+  // else asynchronously. False on end of stream, error, timeout or close.
+  asio::awaitable<bool> read_more() {
+    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
+    if (space.size() == 0) co_return false;
+    std::error_code ec;
+    std::size_t n = Transport::try_read_some(stream_, space, ec);
+    if (ec == asio::error::would_block) {
+      if (interrupted()) co_return false;
+      std::tie(ec, n) = co_await stream_.async_read_some(space, use_nothrow);
+    }
+    if (ec || interrupted()) co_return false;
+    buffer_.commit(n);
+    co_return true;
+  }
+
+  // Writes every byte of `buffers`, re-arming the write timeout whenever some
+  // progress is made. False if the connection failed.
+  template <std::size_t N>
+  asio::awaitable<bool> write_all(std::array<asio::const_buffer, N> buffers) {
+    std::error_code ec;
+    std::size_t n = Transport::try_write_some(stream_, buffers, ec);
+    if (ec && ec != asio::error::would_block) co_return false;
+    for (bool waited = false;; waited = true) {
+      consume(buffers, n);
+      if (asio::buffer_size(buffers) == 0) {
+        // The timeout guards this write only: a handler taking its time before
+        // its next write is not a peer that stopped reading.
+        if (waited) conn_->clear_deadline();
+        break;
+      }
+      if (interrupted()) co_return false;
+      conn_->set_deadline(clock::now() + core_.options.write_timeout, timeout_kind::write);
+      std::tie(ec, n) = co_await stream_.async_write_some(buffers, use_nothrow);
+      if (ec) co_return false;
+    }
+    co_return !interrupted();
+  }
+
+  template <std::size_t N>
+  static void consume(std::array<asio::const_buffer, N>& buffers, std::size_t n) {
+    for (auto& b : buffers) {
+      std::size_t k = std::min(n, b.size());
+      b += k;
+      n -= k;
+    }
+  }
+
+  asio::awaitable<next> serve_one() {
+    pooled_parser pooled(core_.options.limits);
+    request_parser& parser = *pooled;
+    if (auto failed = co_await read_head(parser)) co_return *failed;
+    buffer_.consume(parser.head_size());
+    conn_->clear_deadline();
+    conn_->set_state(connection_state::active);
+    ++served_;
+
+    request_head& head = parser.head();
+    parser_ = &parser;
+    body_done_ = head.body == body_kind::none;
+    continue_sent_ = false;
+    io_failed_ = false;
+    request req(head, *this);
+    const bool over_limit = limit() && served_ > limit();
+
+    std::optional<response> handled;
+    if (over_limit)
+      handled = error_response(503, "too many requests on one connection");
+    else
+      handled = co_await call_handler(req);
+    if (!handled) co_return next::abort;
+    response& res = *handled;
+    consume_pending();
+
+    bool keep = head.keep_alive && !over_limit && !res.headers.has_token("connection", "close");
+    const bool upgrading = res.upgrade && (res.status == 101 || (head.method == "CONNECT" && res.status / 100 == 2));
+    if (head.upgrade && !upgrading) keep = false;  // the bytes after that head are not HTTP
+    if (!body_done_ && (head.expect_continue && !continue_sent_)) keep = false;
+    // An unread body known to exceed max_discard will not be discarded: the
+    // connection closes after this response, which says so.
+    if (!body_done_ && head.body == body_kind::length &&
+        head.content_length - parser.body_bytes_seen() > core_.options.max_discard)
+      keep = false;
+    // While draining, or at the request limit, a connection ends after this
+    // response, unless a next request was already read: that one is answered
+    // too (past the limit, with the 503 above), never dropped after a
+    // "Connection: close", which must be the last response (RFC 9112 9.6).
+    const bool next_read = body_done_ && !buffer_.empty();
+    if ((core_.registry.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
+
+    if (!co_await write_response(head, res, keep, upgrading)) co_return next::abort;
+    if (upgrading) {
+      co_await hand_over(res);
+      co_return next::abort;
+    }
+    if (!keep) co_return next::close;
+    if (!body_done_ && !co_await discard_body()) co_return next::close;
+    co_return next::keep_alive;
+  }
+
+  std::size_t limit() const { return core_.options.max_requests_per_connection; }
+
+  // Reads and parses a request head. Empty on success, else what to do with
+  // the connection (the error response, if any, is already written).
+  asio::awaitable<std::optional<next>> read_head(request_parser& parser) {
+    for (bool deadline_set = false;;) {
+      switch (parser.parse_head(buffer_.data())) {
+        case request_parser::status::head_done:
+          co_return std::nullopt;
+        case request_parser::status::error:
+          co_return co_await write_error(parser.error());
+        default:
+          break;
+      }
+      if (!deadline_set) {
+        conn_->set_deadline(clock::now() + core_.options.header_timeout, timeout_kind::header);
+        deadline_set = true;
+      }
+      if (!co_await read_more()) co_return next::abort;
+    }
+  }
+
+  asio::awaitable<std::optional<next>> write_error(std::error_code ec) {
+    closing_mid_request_ = true;
+    std::string out;
+    serialize_error(ec, out);
+    std::array<asio::const_buffer, 1> b{asio::buffer(out)};
+    co_return co_await write_all(b) ? next::close : next::abort;
+  }
+
+  [[noreturn]] void fail_io(std::error_code ec, const char* what) {
+    io_failed_ = true;
+    throw std::system_error(ec, what);
+  }
+
+  // The handler's response; empty when the connection broke under it.
+  asio::awaitable<std::optional<response>> call_handler(request& req) {
+    std::exception_ptr failure;
+    try {
+      co_return co_await core_.handler(req);
+    } catch (const std::system_error& e) {
+      const auto code = e.code();
+      if (code.category() == http_category()) co_return error_response(status_for(code), code.message());
+      if (io_failed_) {
+        if (conn_->timed_out() == timeout_kind::body) co_return error_response(408, "the request body stalled");
+        co_return std::nullopt;
+      }
+      if (code == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    report(failure);
+    co_return error_response(500, {});
+  }
+
+  static response error_response(unsigned status, std::string_view what) {
+    std::string body = std::to_string(status);
+    body.append(" ").append(reason_phrase(status));
+    if (!what.empty()) body.append(": ").append(what);
+    body.push_back('\n');
+    auto res = response::text(status, std::move(body));
+    res.headers.add("Connection", "close");
+    return res;
+  }
+
+  void report(std::exception_ptr e) {
+    try {
+      if (core_.options.on_handler_error)
+        core_.options.on_handler_error(e);
+      else
+        sluice::detail::report_to_stderr(e);
+    } catch (...) {
+      sluice::detail::report_to_stderr(std::current_exception());
+    }
+  }
+
+  asio::awaitable<bool> write_response(const request_head& head, response& res, bool& keep, bool upgrading) {
+    const bool http10 = head.version_minor == 0;
+    const bool no_content = res.status < 200 || res.status == 204 || res.status == 304;
+    const bool send_body = head.method != "HEAD" && !no_content;
+    framing f = upgrading ? framing::none : framing::length;
+    if (res.stream && !upgrading) {
+      f = http10 ? framing::none : framing::chunked;
+      if (http10) keep = false;  // an HTTP/1.0 body without length ends with the connection
+    }
+    if (upgrading) keep = true;  // no "Connection: close" on a 101
+    std::string out;
+    serialize_head(res.status, res.headers, f, res.body.size(), keep, http10, out);
+    const bool inline_body = send_body && !res.stream && !upgrading;
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(out), inline_body ? asio::buffer(res.body) : asio::const_buffer()};
+    if (!co_await write_all(bufs)) co_return false;
+    if (!res.stream || !send_body || upgrading) co_return true;
+
+    chunked_ = f == framing::chunked;
+    body_writer writer(*this);
+    std::exception_ptr failure;
+    try {
+      co_await res.stream(writer);
+    } catch (const std::system_error& e) {
+      if (io_failed_) co_return false;
+      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) {
+      report(failure);  // too late for a 500: the head is out, so the body ends abruptly
+      co_return false;
+    }
+    if (chunked_) {
+      std::array<asio::const_buffer, 1> end{asio::buffer(last_chunk)};
+      co_return co_await write_all(end);
+    }
+    co_return true;
+  }
+
+  // body_sink: one chunk of a streamed response.
+  asio::awaitable<void> write(std::string_view data) override {
+    if (data.empty()) co_return;
+    char size_line[24];
+    std::size_t len = 0;
+    if (chunked_) {
+      auto r = std::to_chars(size_line, size_line + 20, data.size(), 16);
+      len = static_cast<std::size_t>(r.ptr - size_line);
+      size_line[len++] = '\r';
+      size_line[len++] = '\n';
+    }
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(size_line, len), asio::buffer(data),
+                                            chunked_ ? asio::buffer("\r\n", 2) : asio::const_buffer()};
+    if (!co_await write_all(bufs)) fail_io(asio::error::connection_aborted, "sluice: response body write failed");
+  }
+
+  // body_source: the next piece of the request body.
+  asio::awaitable<std::string_view> read_some() override {
+    consume_pending();
+    if (body_done_) co_return std::string_view{};
+    if (parser_->head().expect_continue && !continue_sent_) {
+      continue_sent_ = true;
+      static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+      std::array<asio::const_buffer, 1> b{asio::buffer(go_on)};
+      if (!co_await write_all(b)) fail_io(asio::error::connection_aborted, "sluice: 100 Continue write failed");
+    }
+    for (;;) {
+      if (!buffer_.empty()) {
+        auto r = parser_->parse_body(buffer_.data());
+        if (r.st == request_parser::status::error) throw std::system_error(parser_->error());
+        if (r.st == request_parser::status::message_done) body_done_ = true;
+        if (!r.data.empty()) {
+          pending_ = r.consumed;
+          co_return r.data;
+        }
+        buffer_.consume(r.consumed);
+        if (body_done_) co_return std::string_view{};
+      }
+      conn_->set_deadline(clock::now() + core_.options.body_timeout, timeout_kind::body);
+      const bool got = co_await read_more();
+      conn_->clear_deadline();
+      if (!got) {
+        if (conn_->timed_out() == timeout_kind::body) fail_io(asio::error::timed_out, "sluice: request body timeout");
+        // Lets the handler tell a stopping server from a peer that left.
+        if (core_.forcing.load()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
+        fail_io(asio::error::connection_aborted, "sluice: connection ended inside the request body");
+      }
+    }
+  }
+
+  bool body_done() const override { return body_done_; }
+
+  void consume_pending() {
+    buffer_.consume(pending_);
+    pending_ = 0;
+  }
+
+  // Reads and drops what the handler left of the request body, within
+  // max_discard, so that the connection can serve its next request.
+  asio::awaitable<bool> discard_body() {
+    std::size_t dropped = 0;
+    try {
+      for (;;) {
+        auto piece = co_await read_some();
+        if (piece.empty()) co_return true;
+        dropped += piece.size();
+        if (dropped > core_.options.max_discard) co_return false;
+      }
+    } catch (const std::system_error&) {
+      co_return false;
+    }
+  }
+
+  // Hands the stream and the bytes read past the head to the upgrade function.
+  asio::awaitable<void> hand_over(response& res) {
+    struct stream_ref final : byte_stream {
+      explicit stream_ref(stream_type& s) : s(s) {}
+      asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
+        co_return co_await s.async_read_some(b, asio::use_awaitable);
+      }
+      asio::awaitable<void> write(asio::const_buffer b) override {
+        co_await asio::async_write(s, b, asio::use_awaitable);
+      }
+      asio::ip::tcp::socket& socket() override { return Transport::socket(s); }
+      stream_type& s;
+    };
+    conn_->set_state(connection_state::upgraded);
+    std::string leftover(buffer_.data());
+    buffer_.consume(buffer_.size());
+    buffer_.release();
+    upgraded taken(std::make_unique<stream_ref>(stream_), std::move(leftover));
+    std::exception_ptr failure;
+    try {
+      co_await res.upgrade(taken);
+    } catch (const std::system_error& e) {
+      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      // The peer leaving is how an upgraded connection normally ends.
+      if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) report(failure);
+  }
+
+  // After the last response: the stream's own goodbye, then the TCP close.
+  // Closing a socket with unread input makes the kernel send a reset, which
+  // can destroy a response the peer has not read yet; so when the peer may
+  // still be sending (bytes already here, a body not fully read, an error
+  // answered mid-request), the server shuts its sending side and drains until
+  // the peer closes or linger_timeout passes (what Apache calls a lingering
+  // close). Otherwise it closes at once.
+  asio::awaitable<void> close_after_last_response() {
+    conn_->set_state(connection_state::closing);
+    conn_->set_deadline(clock::now() + core_.options.linger_timeout, timeout_kind::linger);
+    co_await Transport::async_close_notify(stream_);
+    if (interrupted()) co_return;
+    auto& socket = Transport::socket(stream_);
+    std::error_code ec;
+    socket.shutdown(asio::socket_base::shutdown_send, ec);
+    if (ec || !peer_may_send(socket)) co_return;
+    buffer_.consume(buffer_.size());
+    for (;;) {
+      auto space = buffer_.prepare(1024, 4096);
+      auto [read_ec, n] = co_await socket.async_read_some(space, use_nothrow);
+      if (read_ec) co_return;
+    }
+  }
+
+  bool peer_may_send(asio::ip::tcp::socket& socket) {
+    if (!buffer_.empty() || !body_done_ || closing_mid_request_) return true;
+    std::error_code ec;
+    return socket.available(ec) > 0 || ec;
+  }
+
+  server_core& core_;
+  stream_type stream_;
+  std::shared_ptr<connection> conn_;
+  read_buffer buffer_;
+  request_parser* parser_ = nullptr;
+  std::size_t pending_ = 0;
+  std::size_t served_ = 0;
+  bool body_done_ = true;
+  bool continue_sent_ = false;
+  bool chunked_ = false;
+  bool io_failed_ = false;  // a body read or write of ours failed under the handler
+  bool closing_mid_request_ = false;  // an error was answered before the request was all read
+  char peek_scratch_ = 0;
+};
+
+}  // namespace sluice::http::detail

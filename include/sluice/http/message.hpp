@@ -1,0 +1,183 @@
+// sluice/http/message.hpp: what a handler receives and what it returns.
+//
+// A handler is a coroutine `awaitable<response>(request&)`. The request
+// carries the parsed head; its body is read on demand, whole (read_body) or
+// piece by piece (read_some), so a large upload never has to fit in memory.
+// Reading it answers `Expect: 100-continue` first; a handler that answers
+// without reading the body rejects it unread.
+//
+// A response is a status, header fields and either
+// - a body string (sent with Content-Length), or
+// - a stream function that writes the body piece by piece (sent chunked to
+//   HTTP/1.1 clients, delimited by closing for HTTP/1.0), or
+// - an upgrade function that takes the connection over after the head is
+//   sent (101 Switching Protocols, or 2xx to CONNECT). The taken-over
+//   connection stays a task of the server: stop_now() cancels it and
+//   shutdown() waits for it until its deadline.
+// Framing fields (Content-Length, Transfer-Encoding) are the server's: set
+// them and they are replaced. "Connection: close" in a response is honoured.
+//
+// Thread safety: a request and its writers belong to one session; use them
+// from the handler's coroutine only.
+#pragma once
+
+#include "sluice/config.hpp"
+#include "sluice/http/fields.hpp"
+#include "sluice/http/parser.hpp"
+
+#include <asio/buffer.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace sluice::http {
+
+namespace detail {
+
+struct body_source {
+  virtual asio::awaitable<std::string_view> read_some() = 0;
+  virtual bool body_done() const = 0;
+
+ protected:
+  ~body_source() = default;
+};
+
+struct body_sink {
+  virtual asio::awaitable<void> write(std::string_view data) = 0;
+
+ protected:
+  ~body_sink() = default;
+};
+
+// A stream with its type erased, for connections handed over by upgrade.
+struct byte_stream {
+  virtual ~byte_stream() = default;
+  virtual asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer) = 0;
+  virtual asio::awaitable<void> write(asio::const_buffer data) = 0;
+  virtual asio::ip::tcp::socket& socket() = 0;
+};
+
+}  // namespace detail
+
+class request {
+ public:
+  request(request_head& head, detail::body_source& body) : head_(head), body_(body) {}
+
+  std::string_view method() const { return head_.method; }
+  std::string_view target() const { return head_.target; }
+  // The target's path, before any '?'.
+  std::string_view path() const { return target().substr(0, target().find('?')); }
+  // The target's query, after the first '?'; empty when there is none.
+  std::string_view query() const {
+    auto q = target().find('?');
+    return q == std::string_view::npos ? std::string_view{} : target().substr(q + 1);
+  }
+  // The value of `name` in the query (first occurrence, not percent-decoded).
+  std::optional<std::string_view> query_param(std::string_view name) const {
+    std::string_view rest = query();
+    while (!rest.empty()) {
+      auto amp = rest.find('&');
+      auto pair = rest.substr(0, amp);
+      auto eq = pair.find('=');
+      if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+      if (amp == std::string_view::npos) break;
+      rest.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+  }
+  int version_minor() const { return head_.version_minor; }
+  const fields& headers() const { return head_.headers; }
+  const request_head& head() const { return head_; }
+  bool has_body() const { return head_.body != body_kind::none; }
+
+  // The next piece of the body; empty once it has all been read. The view is
+  // valid until the next call. Throws std::system_error: an http::error for a
+  // malformed or too large body, asio::error::timed_out when the body timeout
+  // passed, operation_aborted when the server stops, connection_aborted when
+  // the connection ended.
+  asio::awaitable<std::string_view> read_some() { return body_.read_some(); }
+
+  // The rest of the body, whole (bounded by the server's max_body).
+  asio::awaitable<std::string> read_body() {
+    std::string body;
+    for (;;) {
+      auto piece = co_await body_.read_some();
+      if (piece.empty()) co_return body;
+      body.append(piece);
+    }
+  }
+
+  bool body_done() const { return body_.body_done(); }
+
+ private:
+  request_head& head_;
+  detail::body_source& body_;
+};
+
+// Writes a streamed response body.
+class body_writer {
+ public:
+  explicit body_writer(detail::body_sink& sink) : sink_(sink) {}
+  // Sends `data` (as one chunk to HTTP/1.1 clients); completes when the bytes
+  // are handed to the socket. Throws std::system_error when the peer is gone,
+  // the write timeout passed or the server stops.
+  asio::awaitable<void> write(std::string_view data) { return sink_.write(data); }
+
+ private:
+  detail::body_sink& sink_;
+};
+
+// A connection taken over by a handler: the raw stream (TCP or TLS) and the
+// bytes the server had already read past the request.
+class upgraded {
+ public:
+  upgraded(std::unique_ptr<detail::byte_stream> stream, std::string leftover)
+      : stream_(std::move(stream)), leftover_(std::move(leftover)) {}
+
+  // Reads what is available: first the bytes read before the hand-over.
+  // Throws std::system_error (asio::error::eof at the end).
+  asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer) {
+    if (!leftover_.empty()) {
+      std::size_t n = asio::buffer_copy(buffer, asio::buffer(leftover_));
+      leftover_.erase(0, n);
+      co_return n;
+    }
+    co_return co_await stream_->read_some(buffer);
+  }
+
+  asio::awaitable<void> write(std::string_view data) { return stream_->write(asio::buffer(data)); }
+
+  // The TCP socket beneath, for socket options and endpoints.
+  asio::ip::tcp::socket& socket() { return stream_->socket(); }
+
+ private:
+  std::unique_ptr<detail::byte_stream> stream_;
+  std::string leftover_;
+};
+
+struct response {
+  unsigned status = 200;
+  fields headers;
+  std::string body;
+  // Writes the body instead of `body` when set.
+  std::function<asio::awaitable<void>(body_writer&)> stream;
+  // Takes the connection over once the head is sent, when set.
+  std::function<asio::awaitable<void>(upgraded&)> upgrade;
+
+  static response text(unsigned status, std::string body,
+                       std::string_view content_type = "text/plain; charset=utf-8") {
+    response r;
+    r.status = status;
+    r.body = std::move(body);
+    r.headers.add("Content-Type", content_type);
+    return r;
+  }
+};
+
+}  // namespace sluice::http

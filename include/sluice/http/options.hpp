@@ -1,0 +1,56 @@
+// sluice/http/options.hpp: limits and timeouts of an HTTP server.
+//
+// Every timeout closes the connection it fires on, and only that one:
+// - header_timeout: from a connection's first byte of a request (or from
+//   accept, for a connection that has sent nothing) to the end of the request
+//   head. Measured from the start, so a client trickling bytes (slowloris)
+//   cannot stretch it.
+// - idle_timeout: how long a keep-alive connection may wait for its next request.
+// - body_timeout: how long a request body may make no progress.
+// - write_timeout: how long a response write may make no progress.
+// - linger_timeout: after the last response of a connection, how long the
+//   server keeps reading (and discarding) what the peer still sends before it
+//   closes, so that the peer never gets a reset that would destroy a response
+//   it has not read yet.
+// - handshake_timeout: for TLS, how long the handshake may take.
+#pragma once
+
+#include "sluice/http/connection_state.hpp"
+#include "sluice/http/parser.hpp"
+#include "sluice/tcp/server.hpp"
+
+#include <asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+
+namespace sluice::http {
+
+struct server_options {
+  parser_limits limits;
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(65)};
+  std::chrono::milliseconds body_timeout{std::chrono::seconds(60)};
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(60)};
+  std::chrono::milliseconds linger_timeout{std::chrono::seconds(2)};
+  std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
+  // Requests served on one connection; 0 means no limit. The last one allowed
+  // is answered with "Connection: close", unless the next request has already
+  // arrived (pipelined): that one is then answered with 503 and the close.
+  std::size_t max_requests_per_connection = 0;
+  // A request body the handler left unread is read and discarded, up to this
+  // many bytes, to keep the connection; a larger one closes it instead.
+  std::size_t max_discard = 256 * 1024;
+  // Told of exceptions escaping handlers (each answered with 500). By default
+  // each is reported on stderr.
+  std::function<void(std::exception_ptr)> on_handler_error;
+  // Told of every connection state change, and of each connection's end
+  // (`closed` true). Runs on the connection's strand: keep it short.
+  std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from, connection_state to, bool closed)>
+      on_state_change;
+  tcp::server_options tcp;
+};
+
+}  // namespace sluice::http
