@@ -8,14 +8,6 @@
 // callback). The event types are for a single-threaded io_context.
 #pragma once
 
-// g++ 12 with -fsanitize=address warns (-Wmismatched-new-delete) on every coroutine whose frame
-// exceeds about 1 KB: Asio's frame allocator hands such frames to ::operator new, which the
-// warning then pairs with the frame type's own operator delete. A false positive; silenced for
-// the tests that include this header.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-
 #include "sluice/http/server.hpp"
 
 #include "support/async_test.hpp"

@@ -1,7 +1,7 @@
 // sluice/http/connection_state.hpp: the states an HTTP connection goes
 // through, and live counts of connections by state.
 //
-// fresh     accepted (and, for TLS, handshaken); no byte of a request yet
+// fresh     accepted, no byte of a request yet (TLS: during the handshake too)
 // reading   part of a request has arrived; its head or body is being read
 // active    a handler runs, or its response is being written
 // idle      between requests on a keep-alive connection

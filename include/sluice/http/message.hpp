@@ -43,6 +43,7 @@ namespace detail {
 struct body_source {
   virtual asio::awaitable<std::string_view> read_some() = 0;
   virtual bool body_done() const = 0;
+  virtual bool server_draining() const = 0;
 
  protected:
   ~body_source() = default;
@@ -114,6 +115,10 @@ class request {
   }
 
   bool body_done() const { return body_.body_done(); }
+
+  // True once the server's shutdown() has started (its drain_delay
+  // included): what a readiness endpoint should answer 503 to.
+  bool server_draining() const { return body_.server_draining(); }
 
  private:
   request_head& head_;

@@ -36,6 +36,12 @@ struct server_options {
   std::chrono::milliseconds write_timeout{std::chrono::seconds(60)};
   std::chrono::milliseconds linger_timeout{std::chrono::seconds(2)};
   std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
+  // After shutdown() starts, how long the server keeps accepting and serving
+  // as usual while draining() already says so, so that a readiness probe
+  // fails and load balancers stop sending new connections before the
+  // listeners close (what a Kubernetes pre-stop sleep is for). Part of the
+  // grace period, not added to it.
+  std::chrono::milliseconds drain_delay{0};
   // Requests served on one connection; 0 means no limit. The last one allowed
   // is answered with "Connection: close", unless the next request has already
   // arrived (pipelined): that one is then answered with 503 and the close.

@@ -16,12 +16,14 @@
 // - shutdown(grace): stops accepting; closes never-used and idle connections
 //   at once; lets requests being read or handled finish, their responses
 //   saying "Connection: close", each connection closing after its last
-//   response (with a lingering close); a request already read from a
-//   connection is always answered, one not yet read never is. A half-received
-//   request keeps its header timeout. At the deadline whatever is left gets
-//   stop_now(). Completes when all is torn down, with how many connections
-//   were closed idle, completed, and forced. No polling: the last session to
-//   end wakes it.
+//   response; a request already read from a connection is always answered,
+//   one not yet read never is. A half-received request keeps its header
+//   timeout. At the deadline whatever is left gets stop_now(). Then the
+//   shutdown hooks run, within the same deadline. Completes when all is torn
+//   down, with how many connections were closed idle, completed, and forced.
+//   No polling: the last session to end wakes it. With drain_delay, the
+//   server first keeps serving for that long while draining() already says
+//   so (for load balancers to take it out of rotation).
 // - close_idle(): closes the connections that are idle or never used now.
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
@@ -29,10 +31,15 @@
 //   "Connection: close"; the server goes on serving everyone else.
 // - Idle keep-alive connections hold no read buffer (plain TCP).
 // - Call shutdown() and stop_now() from outside the server's own handlers: a
-//   handler is one of the sessions being stopped.
+//   handler is one of the sessions being stopped (see sluice/signals.hpp for
+//   the usual signal policy in one line).
 //
-// Thread safety: every member may be called from any thread; the io_context
-// may be run by several threads (sessions run on per-connection strands).
+// Thread safety: every member may be called from any thread. The server may
+// serve from several threads in either common shape: one io_context run by
+// several threads (sessions then run on per-connection strands), or one
+// io_context per thread, each with its own listener on a shared port
+// (listen(ep, ex) with tcp.reuse_port). stop_now() and shutdown() stop every
+// part and return when every part is torn down.
 // Destroying a server that was not stopped behaves as tcp::server does.
 #pragma once
 
@@ -52,7 +59,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -62,9 +71,10 @@ namespace sluice::http {
 
 // What shutdown() or stop_now() did, by connection.
 struct shutdown_summary {
-  std::uint64_t idle_closed = 0;  // idle or never used, closed at once
-  std::uint64_t completed = 0;    // finished their requests and closed
-  std::uint64_t forced = 0;       // cancelled at the deadline
+  std::uint64_t idle_closed = 0;      // idle or never used, closed at once
+  std::uint64_t completed = 0;        // finished their requests and closed
+  std::uint64_t forced = 0;           // cancelled at the deadline
+  std::uint64_t hooks_cut_short = 0;  // shutdown hooks cancelled or skipped at the deadline
 };
 
 template <typename Transport>
@@ -108,24 +118,46 @@ class basic_server {
   asio::awaitable<shutdown_summary> shutdown(std::chrono::steady_clock::duration grace) {
     using namespace asio::experimental::awaitable_operators;
     auto st = state_;
+    auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.registry.ended();
+    asio::steady_timer deadline(ex, grace);
+    st->core.not_ready = true;
+    if (auto delay = std::min<std::chrono::steady_clock::duration>(st->core.options.drain_delay, grace);
+        delay.count() > 0) {
+      asio::steady_timer wait(ex, delay);
+      co_await wait.async_wait(detail::use_nothrow);
+    }
     st->core.registry.start_draining();
     st->tcp->stop_accepting();
     st->core.registry.close_idle();
-    asio::steady_timer deadline(co_await asio::this_coro::executor, grace);
     auto first = co_await (st->tcp->join() || deadline.async_wait(asio::use_awaitable));
     if (first.index() == 1) {
       st->core.forcing = true;
       co_await st->tcp->stop_now();
     }
-    co_return summarize(before, st->core.registry.ended());
+    auto summary = summarize(before, st->core.registry.ended());
+    summary.hooks_cut_short = co_await run_shutdown_hooks(st, deadline);
+    co_return summary;
+  }
+
+  // Adds a hook that shutdown() runs once every connection is torn down (to
+  // close a database pool, flush logs): hooks run one after another, in the
+  // order they were added, each awaited, all within shutdown()'s deadline. At
+  // the deadline the running hook is cancelled (its pending operation
+  // completes with operation_aborted) and the ones not started are skipped.
+  // An exception escaping a hook goes to on_handler_error; the next hook
+  // still runs. stop_now() runs no hooks.
+  void on_shutdown(std::function<asio::awaitable<void>()> hook) {
+    std::lock_guard lock(state_->hooks_mutex);
+    state_->hooks.push_back(std::move(hook));
   }
 
   // Open connections by state.
   state_counts connections() const { return state_->core.registry.counts(); }
   std::uint64_t accepted() const { return state_->tcp->accepted(); }
-  // True from the start of shutdown().
-  bool draining() const { return state_->core.registry.draining(); }
+  // True from the start of shutdown(), drain_delay included: what a
+  // readiness probe should report.
+  bool draining() const { return state_->core.not_ready.load(std::memory_order_acquire); }
 
   // Receives exceptions escaping sessions (handler exceptions go to
   // server_options::on_handler_error and are answered with 500).
@@ -139,7 +171,34 @@ class basic_server {
     detail::server_core core;
     Transport transport;
     std::optional<tcp::server> tcp;
+    std::mutex hooks_mutex;
+    std::vector<std::function<asio::awaitable<void>()>> hooks;
   };
+
+  // Runs the hooks until the deadline; returns how many did not complete.
+  static asio::awaitable<std::size_t> run_shutdown_hooks(std::shared_ptr<state> st, asio::steady_timer& deadline) {
+    using namespace asio::experimental::awaitable_operators;
+    std::vector<std::function<asio::awaitable<void>()>> hooks;
+    {
+      std::lock_guard lock(st->hooks_mutex);
+      hooks = st->hooks;
+    }
+    auto ex = co_await asio::this_coro::executor;
+    std::size_t completed = 0;
+    for (auto& hook : hooks) {
+      if (std::chrono::steady_clock::now() >= deadline.expiry()) break;
+      scope running;
+      running.set_exception_handler([&st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
+      running.spawn(ex, hook);
+      auto first = co_await (running.join() || deadline.async_wait(asio::use_awaitable));
+      if (first.index() == 1) {
+        co_await running.stop();
+        break;
+      }
+      ++completed;
+    }
+    co_return hooks.size() - completed;
+  }
 
   static shutdown_summary summarize(const detail::connection_registry::ends& before,
                                     const detail::connection_registry::ends& after) {

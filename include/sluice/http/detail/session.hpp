@@ -43,6 +43,8 @@ struct server_core {
   const server_options options;
   const handler_function handler;
   connection_registry registry;
+  // True from the start of shutdown(), drain_delay included.
+  std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
   std::atomic<bool> forcing{false};
 };
@@ -88,6 +90,18 @@ class pooled_parser {
 };
 
 inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// To on_handler_error, or to stderr when it is not set; never throws.
+inline void report_handler_error(const server_options& options, std::exception_ptr e) {
+  try {
+    if (options.on_handler_error)
+      options.on_handler_error(e);
+    else
+      sluice::detail::report_to_stderr(e);
+  } catch (...) {
+    sluice::detail::report_to_stderr(std::current_exception());
+  }
+}
 
 template <typename Transport>
 class session final : body_source, body_sink {
@@ -328,16 +342,7 @@ class session final : body_source, body_sink {
     return res;
   }
 
-  void report(std::exception_ptr e) {
-    try {
-      if (core_.options.on_handler_error)
-        core_.options.on_handler_error(e);
-      else
-        sluice::detail::report_to_stderr(e);
-    } catch (...) {
-      sluice::detail::report_to_stderr(std::current_exception());
-    }
-  }
+  void report(std::exception_ptr e) { report_handler_error(core_.options, e); }
 
   asio::awaitable<bool> write_response(const request_head& head, response& res, bool& keep, bool upgrading) {
     const bool http10 = head.version_minor == 0;
@@ -430,6 +435,7 @@ class session final : body_source, body_sink {
   }
 
   bool body_done() const override { return body_done_; }
+  bool server_draining() const override { return core_.not_ready.load(std::memory_order_acquire); }
 
   void consume_pending() {
     buffer_.consume(pending_);

@@ -1,0 +1,88 @@
+// sluice/signals.hpp: the usual way to stop a server on a signal, in one line.
+//
+//     asio::co_spawn(io, sluice::stop_on_signals(server, 30s), report);
+//
+// The first SIGTERM or SIGINT starts server.shutdown(grace); another signal
+// during that shutdown escalates to server.stop_now(). Signals listed as
+// immediate skip the graceful stage. It completes, with what happened, once
+// the server has stopped.
+//
+// Guarantees
+// - It never calls exit() and never stops an io_context: what happens after
+//   the server has stopped is the program's business.
+// - Nothing it starts outlives it: the escalation watcher is a task of a
+//   scope it joins before completing.
+// - Cancelling the awaiting coroutine before a signal arrives removes the
+//   signal handlers and leaves the server alone.
+//
+// Works with any server that has `shutdown(duration)` and `stop_now()`
+// returning awaitables of a summary (sluice::http::server, the TLS server).
+// Thread safety: run it on one executor; the server's members are thread-safe.
+#pragma once
+
+#include "sluice/config.hpp"
+#include "sluice/scope.hpp"
+
+#include <asio/signal_set.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <vector>
+
+namespace sluice {
+
+struct signal_policy {
+  std::vector<int> graceful{SIGTERM, SIGINT};
+  std::vector<int> immediate{};
+};
+
+template <typename Summary>
+struct stop_report {
+  int signal = 0;          // the signal that started the stop
+  bool graceful = false;   // shutdown(grace) ran
+  bool escalated = false;  // a second signal turned it into stop_now()
+  Summary summary{};       // what the server did
+  std::chrono::steady_clock::duration took{};
+};
+
+// As below, with signals the caller has already registered (so that none can
+// slip through between the server's start and this coroutine's); those in
+// `immediate` skip the graceful stage.
+template <typename Server>
+auto stop_on_signals(Server& server, asio::signal_set& signals, std::chrono::steady_clock::duration grace,
+                     std::vector<int> immediate = {})
+    -> asio::awaitable<stop_report<typename decltype(server.stop_now())::value_type>> {
+  using summary_type = typename decltype(server.stop_now())::value_type;
+  stop_report<summary_type> report;
+  report.signal = co_await signals.async_wait(asio::use_awaitable);
+  const auto start = std::chrono::steady_clock::now();
+  if (std::find(immediate.begin(), immediate.end(), report.signal) != immediate.end()) {
+    report.summary = co_await server.stop_now();
+  } else {
+    report.graceful = true;
+    auto ex = co_await asio::this_coro::executor;
+    auto escalate = [&]() -> asio::awaitable<void> {
+      co_await signals.async_wait(asio::use_awaitable);
+      report.escalated = true;
+      co_await server.stop_now();
+    };
+    scope watcher;
+    watcher.spawn(ex, std::move(escalate));
+    report.summary = co_await server.shutdown(grace);
+    co_await watcher.stop();
+  }
+  report.took = std::chrono::steady_clock::now() - start;
+  co_return report;
+}
+
+template <typename Server>
+auto stop_on_signals(Server& server, std::chrono::steady_clock::duration grace, signal_policy policy = {})
+    -> asio::awaitable<stop_report<typename decltype(server.stop_now())::value_type>> {
+  asio::signal_set signals(co_await asio::this_coro::executor);
+  for (int s : policy.graceful) signals.add(s);
+  for (int s : policy.immediate) signals.add(s);
+  co_return co_await stop_on_signals(server, signals, grace, policy.immediate);
+}
+
+}  // namespace sluice
