@@ -212,16 +212,14 @@ class basic_server {
   // The sessions hold the state only while they run: the server's state owns
   // the TCP server, which owns this function.
   static tcp::server::session_function session_function(const std::shared_ptr<state>& st) {
-    return [weak = std::weak_ptr<state>(st)](asio::ip::tcp::socket socket) -> asio::awaitable<void> {
+    return [weak = std::weak_ptr<state>(st)](asio::ip::tcp::socket socket) {
       auto st = weak.lock();
-      if (!st) co_return;
-      std::error_code ec;
-      auto peer = socket.remote_endpoint(ec);
-      auto conn = std::make_shared<detail::connection>(st->core.registry, socket.get_executor(), peer);
-      detail::session<Transport> session(st->core, st->transport.make_stream(std::move(socket)), std::move(conn));
-      co_await session.run(st->transport);
+      if (!st) return nothing();
+      return detail::session<Transport>::serve(st->core, st->transport, std::move(socket), st);
     };
   }
+
+  static asio::awaitable<void> nothing() { co_return; }
 
   std::shared_ptr<state> state_;
 };

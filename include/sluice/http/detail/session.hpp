@@ -111,7 +111,16 @@ class session final : body_source, body_sink {
   session(server_core& core, stream_type stream, std::shared_ptr<connection> conn)
       : core_(core), stream_(std::move(stream)), conn_(std::move(conn)) {}
 
-  asio::awaitable<void> run(Transport& transport) {
+  // One connection, from accept to close. The session lives in this
+  // coroutine's frame, so an idle connection costs one frame and whatever
+  // operation it waits on; `owner` keeps the server's state alive meanwhile.
+  static asio::awaitable<void> serve(server_core& core, Transport& transport, asio::ip::tcp::socket socket,
+                                     [[maybe_unused]] std::shared_ptr<void> owner) {
+    std::error_code ignored;
+    const auto peer = socket.remote_endpoint(ignored);
+    auto conn = std::make_shared<connection>(core.registry, socket.get_executor(), peer);
+    session s(core, transport.make_stream(std::move(socket)), std::move(conn));
+
     struct registration {
       session& s;
       explicit registration(session& self) : s(self) {
@@ -127,37 +136,37 @@ class session final : body_source, body_sink {
         s.core_.registry.count_end(s.end_reason());
         s.conn_->detach();
       }
-    } registered(*this);
+    } registered(s);
 
     // A connection accepted after shutdown() looked at the others is as
     // never-used as they were: it closes before any handshake.
-    if (core_.registry.draining()) co_return conn_->close_if_idle();
-    conn_->set_deadline(clock::now() + core_.options.handshake_timeout, timeout_kind::handshake);
-    if (co_await transport.handshake(stream_)) co_return;
-    conn_->set_deadline(clock::now() + core_.options.header_timeout, timeout_kind::header);
+    if (core.registry.draining()) co_return s.conn_->close_if_idle();
+    s.conn_->set_deadline(clock::now() + core.options.handshake_timeout, timeout_kind::handshake);
+    if (co_await transport.handshake(s.stream_)) co_return;
+    s.conn_->set_deadline(clock::now() + core.options.header_timeout, timeout_kind::header);
 
     for (bool first = true;; first = false) {
-      if (buffer_.empty()) {
+      if (s.buffer_.empty()) {
         // Wait for the next request holding no buffer where the transport
         // allows it. The state is set before draining is checked, on this
         // strand: a close_idle() that ran before saw a busy connection, one
         // that runs after sees an idle one.
-        buffer_.release();
-        conn_->set_state(first ? connection_state::fresh : connection_state::idle);
-        if (core_.registry.draining()) co_return conn_->close_if_idle();
-        if (!first) conn_->set_deadline(clock::now() + core_.options.idle_timeout, timeout_kind::idle);
+        s.buffer_.release();
+        s.conn_->set_state(first ? connection_state::fresh : connection_state::idle);
+        if (core.registry.draining()) co_return s.conn_->close_if_idle();
+        if (!first) s.conn_->set_deadline(clock::now() + core.options.idle_timeout, timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
-          const auto ec = co_await Transport::async_wait_readable(stream_, peek_scratch_);
-          if (ec || interrupted()) co_return;
+          const auto ec = co_await Transport::async_wait_readable(s.stream_, s.peek_scratch_);
+          if (ec || s.interrupted()) co_return;
         } else {
-          const bool got = co_await read_more();
+          const bool got = co_await s.read_more();
           if (!got) co_return;
         }
       }
-      conn_->set_state(connection_state::reading);
-      switch (co_await serve_one()) {
+      s.conn_->set_state(connection_state::reading);
+      switch (co_await s.serve_one()) {
         case next::keep_alive: continue;
-        case next::close: co_await close_after_last_response(); co_return;
+        case next::close: co_await s.close_after_last_response(); co_return;
         case next::abort: co_return;
       }
     }
