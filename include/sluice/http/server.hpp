@@ -215,7 +215,11 @@ class basic_server {
     return [weak = std::weak_ptr<state>(st)](asio::ip::tcp::socket socket) {
       auto st = weak.lock();
       if (!st) return nothing();
-      return detail::session<Transport>::serve(st->core, st->transport, std::move(socket), st);
+      std::error_code ignored;
+      auto conn = std::make_shared<detail::connection>(st->core.registry, socket.get_executor(),
+                                                       socket.remote_endpoint(ignored));
+      auto stream = st->transport.make_stream(std::move(socket));
+      return detail::session<Transport>::serve(st->core, st->transport, std::move(stream), std::move(conn), st);
     };
   }
 

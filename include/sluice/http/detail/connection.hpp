@@ -4,9 +4,11 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/exact_allocator.hpp"
 #include "sluice/http/connection_state.hpp"
 
 #include <asio/any_io_executor.hpp>
+#include <asio/bind_allocator.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -177,7 +179,9 @@ class connection : public std::enable_shared_from_this<connection> {
   void arm(clock::time_point when) {
     armed_ = when;
     timer_.expires_at(when);
-    timer_.async_wait([weak = weak_from_this(), when](std::error_code ec) {
+    // The wait stays pending for as long as the connection lives: it takes
+    // its exact size (see exact_allocator).
+    timer_.async_wait(asio::bind_allocator(sluice::detail::exact_allocator<void>(), [weak = weak_from_this(), when](std::error_code ec) {
       auto self = weak.lock();
       if (!self || ec || self->armed_ != when) return;  // replaced by an earlier deadline, or gone
       self->armed_ = clock::time_point::max();
@@ -188,7 +192,7 @@ class connection : public std::enable_shared_from_this<connection> {
       } else {
         self->arm(self->deadline_);
       }
-    });
+    }));
   }
 
   connection_registry& registry_;

@@ -7,8 +7,10 @@
 //   socket(stream)                 the TCP socket beneath
 //   readiness_wait                 true if the session may wait for input
 //                                  without a buffer (see async_wait_readable)
-//   async_wait_readable(stream, b) waits until input is available without
-//                                  consuming it (b: one byte of scratch)
+//   async_wait_readable(stream, b, token)
+//                                  waits until input is available without
+//                                  consuming it (b: one byte of scratch); the
+//                                  first value it completes with is the error
 //   try_read_some / try_write_some a non-blocking attempt; would_block when
 //                                  the session must wait instead
 //   interrupt(socket)              makes the session's pending and next reads
@@ -25,6 +27,7 @@
 
 #include <cstddef>
 #include <system_error>
+#include <utility>
 
 namespace sluice::http::detail {
 
@@ -43,11 +46,11 @@ struct plain_transport {
   // A one-byte MSG_PEEK read rather than async_wait: Asio's reactor is
   // edge-triggered and only its speculative operations see readiness that
   // arrived while nothing was waiting, so a plain wait could sleep through a
-  // request already in the socket.
-  static asio::awaitable<std::error_code> async_wait_readable(stream_type& s, char& scratch) {
-    auto [ec, n] = co_await s.async_receive(asio::buffer(&scratch, 1), asio::socket_base::message_peek,
-                                            asio::experimental::as_tuple(asio::use_awaitable));
-    co_return ec;
+  // request already in the socket. An asynchronous operation, not a
+  // coroutine: an idle connection should not hold one more frame.
+  template <typename Token>
+  static auto async_wait_readable(stream_type& s, char& scratch, Token&& token) {
+    return s.async_receive(asio::buffer(&scratch, 1), asio::socket_base::message_peek, std::forward<Token>(token));
   }
 
   static std::size_t try_read_some(stream_type& s, asio::mutable_buffer b, std::error_code& ec) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/exact_allocator.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
 #include "sluice/http/detail/read_buffer.hpp"
@@ -13,6 +14,7 @@
 #include "sluice/http/serialize.hpp"
 #include "sluice/scope.hpp"
 
+#include <asio/bind_allocator.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -29,6 +31,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -108,18 +111,15 @@ class session final : body_source, body_sink {
  public:
   using stream_type = typename Transport::stream_type;
 
-  session(server_core& core, stream_type stream, std::shared_ptr<connection> conn)
-      : core_(core), stream_(std::move(stream)), conn_(std::move(conn)) {}
+  session(server_core& core, stream_type& stream, std::shared_ptr<connection> conn)
+      : core_(core), stream_(stream), conn_(std::move(conn)) {}
 
-  // One connection, from accept to close. The session lives in this
-  // coroutine's frame, so an idle connection costs one frame and whatever
+  // One connection, from accept to close. The stream and the session live in
+  // this coroutine's frame, so an idle connection costs one frame and the
   // operation it waits on; `owner` keeps the server's state alive meanwhile.
-  static asio::awaitable<void> serve(server_core& core, Transport& transport, asio::ip::tcp::socket socket,
-                                     [[maybe_unused]] std::shared_ptr<void> owner) {
-    std::error_code ignored;
-    const auto peer = socket.remote_endpoint(ignored);
-    auto conn = std::make_shared<connection>(core.registry, socket.get_executor(), peer);
-    session s(core, transport.make_stream(std::move(socket)), std::move(conn));
+  static asio::awaitable<void> serve(server_core& core, Transport& transport, stream_type stream,
+                                     std::shared_ptr<connection> conn, [[maybe_unused]] std::shared_ptr<void> owner) {
+    session s(core, stream, std::move(conn));
 
     struct registration {
       session& s;
@@ -156,8 +156,10 @@ class session final : body_source, body_sink {
         if (core.registry.draining()) co_return s.conn_->close_if_idle();
         if (!first) s.conn_->set_deadline(clock::now() + core.options.idle_timeout, timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
-          const auto ec = co_await Transport::async_wait_readable(s.stream_, s.peek_scratch_);
-          if (ec || s.interrupted()) co_return;
+          // Pending for the whole idle time: an exact-size operation (see exact_allocator).
+          const auto waited = co_await Transport::async_wait_readable(
+              s.stream_, s.peek_scratch_, asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow));
+          if (std::get<0>(waited) || s.interrupted()) co_return;
         } else {
           const bool got = co_await s.read_more();
           if (!got) co_return;
@@ -529,7 +531,7 @@ class session final : body_source, body_sink {
   }
 
   server_core& core_;
-  stream_type stream_;
+  stream_type& stream_;
   std::shared_ptr<connection> conn_;
   read_buffer buffer_;
   request_parser* parser_ = nullptr;
