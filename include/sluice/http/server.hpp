@@ -84,7 +84,7 @@ class basic_server {
 
   basic_server(asio::any_io_executor ex, handler_type handler, server_options options = {},
                Transport transport = {})
-      : state_(std::make_shared<state>(std::move(options), std::move(handler), std::move(transport))) {
+      : state_(std::make_shared<state>(ex, std::move(options), std::move(handler), std::move(transport))) {
     state_->tcp.emplace(std::move(ex), session_function(state_), state_->core.options.tcp);
   }
   basic_server(const basic_server&) = delete;
@@ -166,7 +166,8 @@ class basic_server {
 
  private:
   struct state {
-    state(server_options o, handler_type h, Transport t) : core(std::move(o), std::move(h)), transport(std::move(t)) {}
+    state(const asio::any_io_executor& ex, server_options o, handler_type h, Transport t)
+        : core(ex, std::move(o), std::move(h)), transport(std::move(t)) {}
 
     detail::server_core core;
     Transport transport;
@@ -216,7 +217,7 @@ class basic_server {
       auto st = weak.lock();
       if (!st) return nothing();
       std::error_code ignored;
-      auto conn = std::make_shared<detail::connection>(st->core.registry, socket.get_executor(),
+      auto conn = std::make_shared<detail::connection>(st->core.registry, *st->core.deadlines,
                                                        socket.remote_endpoint(ignored));
       auto stream = st->transport.make_stream(std::move(socket));
       return detail::session<Transport>::serve(st->core, st->transport, std::move(stream), std::move(conn), st);

@@ -4,14 +4,12 @@
 #pragma once
 
 #include "sluice/config.hpp"
-#include "sluice/detail/exact_allocator.hpp"
 #include "sluice/http/connection_state.hpp"
+#include "sluice/http/detail/deadlines.hpp"
 
 #include <asio/any_io_executor.hpp>
-#include <asio/bind_allocator.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/ip/tcp.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <array>
 #include <atomic>
@@ -25,11 +23,6 @@
 #include <vector>
 
 namespace sluice::http::detail {
-
-using clock = std::chrono::steady_clock;
-
-// Why a deadline was set; what the session reports when it passes.
-enum class timeout_kind : unsigned char { none, handshake, header, body, idle, write, linger };
 
 class connection;
 
@@ -96,23 +89,23 @@ class connection_registry {
 };
 
 // One connection, as its session and the server share it. Everything but
-// construction runs on the connection's executor (a strand).
-//
-// The deadline is lazy: moving it later only stores a time; the timer fires
-// at most once per period and re-arms itself for the deadline it then finds.
-// A request/response cycle on a busy connection therefore costs no timer
-// operation at all.
-class connection : public std::enable_shared_from_this<connection> {
+// construction runs on the connection's executor (a strand), the deadline
+// lists and the registry's list being guarded by their own mutexes.
+class connection : public deadline_hook, public std::enable_shared_from_this<connection> {
  public:
-  connection(connection_registry& registry, const asio::any_io_executor& ex, asio::ip::tcp::endpoint peer)
-      : registry_(registry), timer_(ex), peer_(std::move(peer)) {
+  using deadlines = deadline_lists<connection>;
+
+  connection(connection_registry& registry, deadlines& lists, asio::ip::tcp::endpoint peer)
+      : registry_(registry), deadlines_(lists), peer_(std::move(peer)) {
     registry_.count_in(state_);
   }
   ~connection() { registry_.count_out(state_); }
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
 
-  asio::any_io_executor executor() { return timer_.get_executor(); }
+  // Valid while the session runs (between attach and detach), which is when
+  // the registry and the deadline lists know of the connection.
+  asio::any_io_executor executor() { return socket_->get_executor(); }
   connection_state state() const { return state_; }
 
   void set_state(connection_state s) {
@@ -132,18 +125,14 @@ class connection : public std::enable_shared_from_this<connection> {
     interrupt_ = interrupt;
   }
   void detach() {
+    deadlines_.clear(*this);
     socket_ = nullptr;
-    deadline_ = clock::time_point::max();
-    timer_.cancel();
     if (registry_.observer_) registry_.observer_(peer_, state_, state_, true);
   }
 
-  void set_deadline(clock::time_point when, timeout_kind kind) {
-    deadline_ = when;
-    kind_ = kind;
-    if (when < armed_) arm(when);
-  }
-  void clear_deadline() { deadline_ = clock::time_point::max(); }
+  // The deadline is now plus `kind`'s timeout.
+  void set_deadline(timeout_kind kind) { deadlines_.set(*this, kind); }
+  void clear_deadline() { deadlines_.clear(*this); }
   timeout_kind timed_out() const { return timed_out_; }
 
   // True when close_idle() (or shutdown) closed this connection while it was
@@ -156,6 +145,19 @@ class connection : public std::enable_shared_from_this<connection> {
     close_socket();
   }
 
+  // From the deadline lists, on this connection's executor. A write that
+  // timed out leaves nothing worth saying: close. Anything else the session
+  // may still answer (408 to a stalled body), so it is interrupted and keeps
+  // its socket.
+  void on_deadline(timeout_kind kind, std::uint32_t expired_generation) {
+    if (!socket_ || expired_generation != generation) return;  // the session moved on meanwhile
+    timed_out_ = kind;
+    if (kind == timeout_kind::write)
+      close_socket();
+    else
+      interrupt_(*socket_);
+  }
+
  private:
   // Closing rather than cancelling: a cancel reaches only the operation
   // pending now, and is lost if it lands between two steps of a composed one
@@ -165,45 +167,12 @@ class connection : public std::enable_shared_from_this<connection> {
     if (socket_) socket_->close(ignored);
   }
 
-  // A write that timed out leaves nothing worth saying: close. Anything else
-  // the session may still answer (408 to a stalled body), so it is
-  // interrupted and keeps its socket.
-  void on_timeout() {
-    if (!socket_) return;
-    if (kind_ == timeout_kind::write)
-      close_socket();
-    else
-      interrupt_(*socket_);
-  }
-
-  void arm(clock::time_point when) {
-    armed_ = when;
-    timer_.expires_at(when);
-    // The wait stays pending for as long as the connection lives: it takes
-    // its exact size (see exact_allocator).
-    timer_.async_wait(asio::bind_allocator(sluice::detail::exact_allocator<void>(), [weak = weak_from_this(), when](std::error_code ec) {
-      auto self = weak.lock();
-      if (!self || ec || self->armed_ != when) return;  // replaced by an earlier deadline, or gone
-      self->armed_ = clock::time_point::max();
-      if (self->deadline_ == clock::time_point::max()) return;
-      if (clock::now() >= self->deadline_) {
-        self->timed_out_ = self->kind_;
-        self->on_timeout();
-      } else {
-        self->arm(self->deadline_);
-      }
-    }));
-  }
-
   connection_registry& registry_;
-  asio::steady_timer timer_;
+  deadlines& deadlines_;
   asio::ip::tcp::endpoint peer_;
   asio::ip::tcp::socket* socket_ = nullptr;
   interrupt_function interrupt_ = nullptr;
-  clock::time_point deadline_ = clock::time_point::max();
-  clock::time_point armed_ = clock::time_point::max();
   connection_state state_ = connection_state::fresh;
-  timeout_kind kind_ = timeout_kind::none;
   timeout_kind timed_out_ = timeout_kind::none;
   bool close_requested_ = false;
   // The registry's list, guarded by its mutex.

@@ -39,13 +39,29 @@ namespace sluice::http::detail {
 
 using handler_function = std::function<asio::awaitable<response>(request&)>;
 
+// Each kind of timeout's duration, as the deadline lists take them.
+inline std::array<clock::duration, timeout_kinds> timeouts(const server_options& o) {
+  std::array<clock::duration, timeout_kinds> t{};
+  t[static_cast<std::size_t>(timeout_kind::handshake)] = o.handshake_timeout;
+  t[static_cast<std::size_t>(timeout_kind::header)] = o.header_timeout;
+  t[static_cast<std::size_t>(timeout_kind::body)] = o.body_timeout;
+  t[static_cast<std::size_t>(timeout_kind::idle)] = o.idle_timeout;
+  t[static_cast<std::size_t>(timeout_kind::write)] = o.write_timeout;
+  t[static_cast<std::size_t>(timeout_kind::linger)] = o.linger_timeout;
+  return t;
+}
+
 // What the server shares with every session. One pointer in each session.
 struct server_core {
-  server_core(server_options o, handler_function h)
-      : options(std::move(o)), handler(std::move(h)), registry(options.on_state_change) {}
+  server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
+      : options(std::move(o)),
+        handler(std::move(h)),
+        registry(options.on_state_change),
+        deadlines(std::make_shared<connection::deadlines>(ex, timeouts(options))) {}
   const server_options options;
   const handler_function handler;
   connection_registry registry;
+  const std::shared_ptr<connection::deadlines> deadlines;
   // True from the start of shutdown(), drain_delay included.
   std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
@@ -141,9 +157,9 @@ class session final : body_source, body_sink {
     // A connection accepted after shutdown() looked at the others is as
     // never-used as they were: it closes before any handshake.
     if (core.registry.draining()) co_return s.conn_->close_if_idle();
-    s.conn_->set_deadline(clock::now() + core.options.handshake_timeout, timeout_kind::handshake);
+    s.conn_->set_deadline(timeout_kind::handshake);
     if (co_await transport.handshake(s.stream_)) co_return;
-    s.conn_->set_deadline(clock::now() + core.options.header_timeout, timeout_kind::header);
+    s.conn_->set_deadline(timeout_kind::header);
 
     for (bool first = true;; first = false) {
       if (s.buffer_.empty()) {
@@ -154,7 +170,7 @@ class session final : body_source, body_sink {
         s.buffer_.release();
         s.conn_->set_state(first ? connection_state::fresh : connection_state::idle);
         if (core.registry.draining()) co_return s.conn_->close_if_idle();
-        if (!first) s.conn_->set_deadline(clock::now() + core.options.idle_timeout, timeout_kind::idle);
+        if (!first) s.conn_->set_deadline(timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
           // Pending for the whole idle time: an exact-size operation (see exact_allocator).
           const auto waited = co_await Transport::async_wait_readable(
@@ -219,7 +235,7 @@ class session final : body_source, body_sink {
         break;
       }
       if (interrupted()) co_return false;
-      conn_->set_deadline(clock::now() + core_.options.write_timeout, timeout_kind::write);
+      conn_->set_deadline(timeout_kind::write);
       std::tie(ec, n) = co_await stream_.async_write_some(buffers, use_nothrow);
       if (ec) co_return false;
     }
@@ -302,7 +318,7 @@ class session final : body_source, body_sink {
           break;
       }
       if (!deadline_set) {
-        conn_->set_deadline(clock::now() + core_.options.header_timeout, timeout_kind::header);
+        conn_->set_deadline(timeout_kind::header);
         deadline_set = true;
       }
       if (!co_await read_more()) co_return next::abort;
@@ -433,7 +449,7 @@ class session final : body_source, body_sink {
         buffer_.consume(r.consumed);
         if (body_done_) co_return std::string_view{};
       }
-      conn_->set_deadline(clock::now() + core_.options.body_timeout, timeout_kind::body);
+      conn_->set_deadline(timeout_kind::body);
       const bool got = co_await read_more();
       conn_->clear_deadline();
       if (!got) {
@@ -509,7 +525,7 @@ class session final : body_source, body_sink {
   // close). Otherwise it closes at once.
   asio::awaitable<void> close_after_last_response() {
     conn_->set_state(connection_state::closing);
-    conn_->set_deadline(clock::now() + core_.options.linger_timeout, timeout_kind::linger);
+    conn_->set_deadline(timeout_kind::linger);
     co_await Transport::async_close_notify(stream_);
     if (interrupted()) co_return;
     auto& socket = Transport::socket(stream_);
