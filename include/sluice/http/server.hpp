@@ -216,9 +216,12 @@ class basic_server {
     return [weak = std::weak_ptr<state>(st)](asio::ip::tcp::socket socket) {
       auto st = weak.lock();
       if (!st) return nothing();
-      std::error_code ignored;
-      auto conn = std::make_shared<detail::connection>(st->core.registry, *st->core.deadlines,
-                                                       socket.remote_endpoint(ignored));
+      asio::ip::tcp::endpoint peer;
+      if (st->core.registry.observed()) {
+        std::error_code ignored;
+        peer = socket.remote_endpoint(ignored);
+      }
+      auto conn = std::make_shared<detail::connection>(st->core.registry, peer);
       auto stream = st->transport.make_stream(std::move(socket));
       return detail::session<Transport>::serve(st->core, st->transport, std::move(stream), std::move(conn), st);
     };

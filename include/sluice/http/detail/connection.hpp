@@ -34,7 +34,11 @@ class connection_registry {
   using state_observer = std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from,
                                             connection_state to, bool closed)>;
 
-  explicit connection_registry(state_observer observer = {}) : observer_(std::move(observer)) {}
+  connection_registry(const asio::any_io_executor& ex, std::array<clock::duration, timeout_kinds> timeouts,
+                      state_observer observer)
+      : observer_(std::move(observer)), deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
+
+  bool observed() const { return static_cast<bool>(observer_); }
 
   state_counts counts() const {
     state_counts c;
@@ -81,6 +85,7 @@ class connection_registry {
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
   const state_observer observer_;
+  const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
@@ -93,10 +98,10 @@ class connection_registry {
 // lists and the registry's list being guarded by their own mutexes.
 class connection : public deadline_hook, public std::enable_shared_from_this<connection> {
  public:
-  using deadlines = deadline_lists<connection>;
-
-  connection(connection_registry& registry, deadlines& lists, asio::ip::tcp::endpoint peer)
-      : registry_(registry), deadlines_(lists), peer_(std::move(peer)) {
+  // `peer` only matters to a state observer: without one it is not kept.
+  connection(connection_registry& registry, const asio::ip::tcp::endpoint& peer)
+      : registry_(registry),
+        peer_(registry.observed() ? std::make_unique<asio::ip::tcp::endpoint>(peer) : nullptr) {
     registry_.count_in(state_);
   }
   ~connection() { registry_.count_out(state_); }
@@ -111,7 +116,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   void set_state(connection_state s) {
     if (s == state_) return;
     registry_.count(state_, s);
-    if (registry_.observer_) registry_.observer_(peer_, state_, s, false);
+    if (peer_) registry_.observer_(*peer_, state_, s, false);
     state_ = s;
   }
 
@@ -125,14 +130,14 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
     interrupt_ = interrupt;
   }
   void detach() {
-    deadlines_.clear(*this);
+    registry_.deadlines_->clear(*this);
     socket_ = nullptr;
-    if (registry_.observer_) registry_.observer_(peer_, state_, state_, true);
+    if (peer_) registry_.observer_(*peer_, state_, state_, true);
   }
 
   // The deadline is now plus `kind`'s timeout.
-  void set_deadline(timeout_kind kind) { deadlines_.set(*this, kind); }
-  void clear_deadline() { deadlines_.clear(*this); }
+  void set_deadline(timeout_kind kind) { registry_.deadlines_->set(*this, kind); }
+  void clear_deadline() { registry_.deadlines_->clear(*this); }
   timeout_kind timed_out() const { return timed_out_; }
 
   // True when close_idle() (or shutdown) closed this connection while it was
@@ -168,8 +173,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   }
 
   connection_registry& registry_;
-  deadlines& deadlines_;
-  asio::ip::tcp::endpoint peer_;
+  std::unique_ptr<asio::ip::tcp::endpoint> peer_;
   asio::ip::tcp::socket* socket_ = nullptr;
   interrupt_function interrupt_ = nullptr;
   connection_state state_ = connection_state::fresh;

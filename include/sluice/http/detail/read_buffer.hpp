@@ -4,6 +4,8 @@
 #include <asio/buffer.hpp>
 
 #include <cstddef>
+#include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string_view>
@@ -22,13 +24,14 @@ class read_buffer {
   bool empty() const { return begin_ == end_; }
 
   void consume(std::size_t n) {
-    begin_ += n;
+    begin_ += static_cast<std::uint32_t>(n);
     if (begin_ == end_) begin_ = end_ = 0;
   }
 
   // Free space after the data, at least `min_free` bytes unless that would
   // take the buffer past `max_capacity`; empty when the buffer is full at its limit.
   asio::mutable_buffer prepare(std::size_t min_free, std::size_t max_capacity) {
+    max_capacity = std::min<std::size_t>(max_capacity, UINT32_MAX);
     if (capacity_ - end_ < min_free && begin_ > 0) {
       std::memmove(storage_.get(), storage_.get() + begin_, size());
       end_ -= begin_;
@@ -43,12 +46,12 @@ class read_buffer {
       end_ -= begin_;
       begin_ = 0;
       storage_ = std::move(bigger);
-      capacity_ = wanted;
+      capacity_ = static_cast<std::uint32_t>(wanted);
     }
     return asio::buffer(storage_.get() + end_, capacity_ - end_);
   }
 
-  void commit(std::size_t n) { end_ += n; }
+  void commit(std::size_t n) { end_ += static_cast<std::uint32_t>(n); }
 
   void release() {
     if (!empty()) return;
@@ -58,9 +61,11 @@ class read_buffer {
 
  private:
   std::unique_ptr<char[]> storage_;
-  std::size_t capacity_ = 0;
-  std::size_t begin_ = 0;
-  std::size_t end_ = 0;
+  // 32 bits: a connection's buffer is bounded by the head limit or a body
+  // piece, and an idle connection keeps this object.
+  std::uint32_t capacity_ = 0;
+  std::uint32_t begin_ = 0;
+  std::uint32_t end_ = 0;
 };
 
 }  // namespace sluice::http::detail

@@ -54,14 +54,10 @@ inline std::array<clock::duration, timeout_kinds> timeouts(const server_options&
 // What the server shares with every session. One pointer in each session.
 struct server_core {
   server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
-      : options(std::move(o)),
-        handler(std::move(h)),
-        registry(options.on_state_change),
-        deadlines(std::make_shared<connection::deadlines>(ex, timeouts(options))) {}
+      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options.on_state_change) {}
   const server_options options;
   const handler_function handler;
   connection_registry registry;
-  const std::shared_ptr<connection::deadlines> deadlines;
   // True from the start of shutdown(), drain_delay included.
   std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
@@ -127,15 +123,14 @@ class session final : body_source, body_sink {
  public:
   using stream_type = typename Transport::stream_type;
 
-  session(server_core& core, stream_type& stream, std::shared_ptr<connection> conn)
-      : core_(core), stream_(stream), conn_(std::move(conn)) {}
+  session(server_core& core, stream_type& stream, connection& conn) : core_(core), stream_(stream), conn_(&conn) {}
 
   // One connection, from accept to close. The stream and the session live in
   // this coroutine's frame, so an idle connection costs one frame and the
   // operation it waits on; `owner` keeps the server's state alive meanwhile.
   static asio::awaitable<void> serve(server_core& core, Transport& transport, stream_type stream,
                                      std::shared_ptr<connection> conn, [[maybe_unused]] std::shared_ptr<void> owner) {
-    session s(core, stream, std::move(conn));
+    session s(core, stream, *conn);
 
     struct registration {
       session& s;
@@ -548,7 +543,7 @@ class session final : body_source, body_sink {
 
   server_core& core_;
   stream_type& stream_;
-  std::shared_ptr<connection> conn_;
+  connection* conn_;
   read_buffer buffer_;
   request_parser* parser_ = nullptr;
   std::size_t pending_ = 0;
