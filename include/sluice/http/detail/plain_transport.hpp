@@ -7,10 +7,10 @@
 //   socket(stream)                 the TCP socket beneath
 //   readiness_wait                 true if the session may wait for input
 //                                  without a buffer (see async_wait_readable)
-//   async_wait_readable(stream, b, token)
-//                                  waits until input is available without
-//                                  consuming it (b: one byte of scratch); the
-//                                  first value it completes with is the error
+//   async_wait_readable(stream, token)
+//                                  waits until input is available (or may be:
+//                                  a wake-up with none is possible), reading
+//                                  nothing; completes with an error_code
 //   try_read_some / try_write_some a non-blocking attempt; would_block when
 //                                  the session must wait instead
 //   interrupt(socket)              makes the session's pending and next reads
@@ -43,14 +43,12 @@ struct plain_transport {
 
   static asio::ip::tcp::socket& socket(stream_type& s) { return s; }
 
-  // A one-byte MSG_PEEK read rather than async_wait: Asio's reactor is
-  // edge-triggered and only its speculative operations see readiness that
-  // arrived while nothing was waiting, so a plain wait could sleep through a
-  // request already in the socket. An asynchronous operation, not a
-  // coroutine: an idle connection should not hold one more frame.
+  // Asio's reactor is edge-triggered, but starting a wait re-arms the
+  // descriptor (EPOLL_CTL_MOD), which reports input that is already there:
+  // nothing that arrived while no operation waited is missed.
   template <typename Token>
-  static auto async_wait_readable(stream_type& s, char& scratch, Token&& token) {
-    return s.async_receive(asio::buffer(&scratch, 1), asio::socket_base::message_peek, std::forward<Token>(token));
+  static auto async_wait_readable(stream_type& s, Token&& token) {
+    return s.async_wait(asio::socket_base::wait_read, std::forward<Token>(token));
   }
 
   static std::size_t try_read_some(stream_type& s, asio::mutable_buffer b, std::error_code& ec) {

@@ -25,6 +25,7 @@
 #include <charconv>
 #include <optional>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -106,6 +107,10 @@ class pooled_parser {
 
 inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
+// use_nothrow for an operation that stays pending a connection's whole idle
+// time: allocated to its exact size (see exact_allocator).
+inline auto pending_long() { return asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow); }
+
 // To on_handler_error, or to stderr when it is not set; never throws.
 inline void report_handler_error(const server_options& options, std::exception_ptr e) {
   try {
@@ -167,10 +172,19 @@ class session final : body_source, body_sink {
         if (core.registry.draining()) co_return s.conn_->close_if_idle();
         if (!first) s.conn_->set_deadline(timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
-          // Pending for the whole idle time: an exact-size operation (see exact_allocator).
-          const auto waited = co_await Transport::async_wait_readable(
-              s.stream_, s.peek_scratch_, asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow));
-          if (std::get<0>(waited) || s.interrupted()) co_return;
+          // Inline rather than a coroutine of its own: an idle connection
+          // should not hold one more frame. A readiness wait may wake with
+          // nothing to read (an event for input already taken), so the read
+          // confirms it, and the session waits again if there was none.
+          for (bool found = false; !found;) {
+            auto [ec] = co_await Transport::async_wait_readable(s.stream_, pending_long());
+            if (ec || s.interrupted()) co_return;
+            switch (s.try_read()) {
+              case read_result::got: found = true; break;
+              case read_result::nothing: s.buffer_.release(); break;
+              case read_result::ended: co_return;
+            }
+          }
         } else {
           const bool got = co_await s.read_more();
           if (!got) co_return;
@@ -198,17 +212,31 @@ class session final : body_source, body_sink {
 
   bool interrupted() const { return conn_->close_requested() || conn_->timed_out() != timeout_kind::none; }
 
+  enum class read_result { got, nothing, ended };
+
+  // A non-blocking read into the buffer.
+  read_result try_read() {
+    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
+    if (space.size() == 0) return read_result::ended;
+    std::error_code ec;
+    const std::size_t n = Transport::try_read_some(stream_, space, ec);
+    if (ec == asio::error::would_block) return read_result::nothing;
+    if (ec) return read_result::ended;
+    buffer_.commit(n);
+    return read_result::got;
+  }
+
   // Reads what is available into the buffer: at once when the transport can,
   // else asynchronously. False on end of stream, error, timeout or close.
   asio::awaitable<bool> read_more() {
-    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
-    if (space.size() == 0) co_return false;
-    std::error_code ec;
-    std::size_t n = Transport::try_read_some(stream_, space, ec);
-    if (ec == asio::error::would_block) {
-      if (interrupted()) co_return false;
-      std::tie(ec, n) = co_await stream_.async_read_some(space, use_nothrow);
+    switch (try_read()) {
+      case read_result::got: co_return !interrupted();
+      case read_result::ended: co_return false;
+      case read_result::nothing: break;
     }
+    if (interrupted()) co_return false;
+    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
+    auto [ec, n] = co_await stream_.async_read_some(space, use_nothrow);
     if (ec || interrupted()) co_return false;
     buffer_.commit(n);
     co_return true;
@@ -553,7 +581,6 @@ class session final : body_source, body_sink {
   bool chunked_ = false;
   bool io_failed_ = false;  // a body read or write of ours failed under the handler
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
-  char peek_scratch_ = 0;
 };
 
 }  // namespace sluice::http::detail
