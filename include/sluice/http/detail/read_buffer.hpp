@@ -9,15 +9,23 @@
 #include <cstring>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 namespace sluice::http::detail {
 
 // Bytes read from the peer and not consumed yet. The storage exists only
 // while there is something to read into or keep: release() gives it back, so
-// an idle keep-alive connection holds no buffer.
+// an idle keep-alive connection holds no buffer. Buffers of the initial size
+// go back to a small per-thread pool rather than to malloc, since a busy
+// keep-alive connection takes and gives back one per request.
 class read_buffer {
  public:
   static constexpr std::size_t initial_capacity = 4096;
+
+  read_buffer() = default;
+  read_buffer(const read_buffer&) = delete;
+  read_buffer& operator=(const read_buffer&) = delete;
+  ~read_buffer() { give_back(); }
 
   std::string_view data() const { return {storage_.get() + begin_, end_ - begin_}; }
   std::size_t size() const { return end_ - begin_; }
@@ -41,10 +49,11 @@ class read_buffer {
       std::size_t wanted = capacity_ ? capacity_ : initial_capacity;
       while (wanted - end_ < min_free && wanted < max_capacity) wanted *= 2;
       if (wanted > max_capacity) wanted = max_capacity;
-      auto bigger = std::make_unique_for_overwrite<char[]>(wanted);
+      auto bigger = take(wanted);
       if (end_ > begin_) std::memcpy(bigger.get(), storage_.get() + begin_, size());
       end_ -= begin_;
       begin_ = 0;
+      give_back();
       storage_ = std::move(bigger);
       capacity_ = static_cast<std::uint32_t>(wanted);
     }
@@ -54,12 +63,32 @@ class read_buffer {
   void commit(std::size_t n) { end_ += static_cast<std::uint32_t>(n); }
 
   void release() {
-    if (!empty()) return;
+    if (empty()) give_back();
+  }
+
+ private:
+  static constexpr std::size_t max_pooled = 64;
+  using block = std::unique_ptr<char[]>;
+
+  static std::vector<block>& pool() {
+    thread_local std::vector<block> free;
+    return free;
+  }
+
+  static block take(std::size_t size) {
+    auto& free = pool();
+    if (size != initial_capacity || free.empty()) return std::make_unique_for_overwrite<char[]>(size);
+    block b = std::move(free.back());
+    free.pop_back();
+    return b;
+  }
+
+  void give_back() {
+    if (capacity_ == initial_capacity && pool().size() < max_pooled) pool().push_back(std::move(storage_));
     storage_.reset();
     capacity_ = 0;
   }
 
- private:
   std::unique_ptr<char[]> storage_;
   // 32 bits: a connection's buffer is bounded by the head limit or a body
   // piece, and an idle connection keeps this object.
