@@ -14,6 +14,7 @@
 #include "sluice/http/server.hpp"
 #include "sluice/tcp/server.hpp"
 
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read_until.hpp>
@@ -117,15 +118,21 @@ asio::awaitable<void> await_ready(const client& c) {
 }
 
 // Answers each request with the hello response, then waits for the next.
+// Errors are values, not exceptions: stop_now() ends each session with one.
 asio::awaitable<void> tcp_responder(tcp::socket s) {
-  char buf[512];
+  constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
   std::string request;
   for (;;) {
-    std::size_t n = co_await s.async_read_some(asio::buffer(buf), asio::use_awaitable);
-    request.append(buf, n);
+    const std::size_t old = request.size();
+    request.resize(old + 512);
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(request.data() + old, 512), nothrow);
+    if (ec) co_return;
+    request.resize(old + n);
     if (request.find("\r\n\r\n") == std::string::npos) continue;
     request.clear();
-    co_await asio::async_write(s, asio::buffer(hello_response), asio::use_awaitable);
+    request.shrink_to_fit();  // an idle connection holds no buffer
+    auto [write_ec, written] = co_await asio::async_write(s, asio::buffer(hello_response), nothrow);
+    if (write_ec) co_return;
   }
 }
 
