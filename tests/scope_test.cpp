@@ -241,3 +241,50 @@ TEST_CASE("spawn, stop and join from several threads while the io_context runs o
   guard.reset();
   for (auto& t : runners) t.join();
 }
+
+TEST_CASE("a stop that races spawns on other threads still reaches every task" * doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 2; ++i) runners.emplace_back([&] { io.run(); });
+
+  std::atomic<int> spawned{0}, destroyed{0};  // outlive the io_context, which may hold frames on failure
+  for (int round = 0; round < 200; ++round) {
+    scope s;
+    spawned = 0;
+    destroyed = 0;
+    std::vector<std::thread> spawners;
+    for (int t = 0; t < 2; ++t) {
+      spawners.emplace_back([&] {
+        // Spawns until refused, so that some spawns straddle the stop.
+        while (s.try_spawn(asio::make_strand(io), [&]() -> awaitable<void> {
+          frame_probe probe{&destroyed};
+          co_await wait_an_hour();
+        }))
+          spawned.fetch_add(1);
+      });
+    }
+    while (spawned.load() < 20) std::this_thread::yield();
+
+    std::promise<void> stopped;
+    asio::co_spawn(asio::make_strand(io), s.stop(), [&](std::exception_ptr e) {
+      if (e)
+        stopped.set_exception(e);
+      else
+        stopped.set_value();
+    });
+    for (auto& t : spawners) t.join();
+    // A lost cancellation leaves a task waiting its hour: fail instead of hanging.
+    auto done = stopped.get_future();
+    if (done.wait_for(60s) != std::future_status::ready) {
+      FAIL_CHECK("round ", round, ": a task missed the stop");
+      io.stop();
+      break;
+    }
+    done.get();
+    CHECK(destroyed.load() == spawned.load());
+    CHECK(s.size() == 0);
+  }
+  guard.reset();
+  for (auto& t : runners) t.join();
+}

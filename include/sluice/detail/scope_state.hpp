@@ -38,6 +38,10 @@ struct scope_task : std::enable_shared_from_this<scope_task> {
   asio::cancellation_signal signal;
   scope_task* prev = nullptr;
   scope_task* next = nullptr;
+  // Set once co_spawn has connected `signal` to the task. Before that an emit
+  // from another thread would race the connection (and be lost), so
+  // request_stop() leaves unarmed tasks to launch(), which arms them.
+  bool armed = false;
 };
 
 // A coroutine suspended in scope::join(). complete() is called exactly once,
@@ -85,7 +89,14 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
     }
     auto slot = task->signal.slot();
     asio::co_spawn(ex, std::forward<Task>(body),
-                   asio::bind_cancellation_slot(slot, on_task_done{shared_from_this(), std::move(task)}));
+                   asio::bind_cancellation_slot(slot, on_task_done{shared_from_this(), task}));
+    bool stop_came_first;
+    {
+      std::lock_guard lock(mutex_);
+      task->armed = true;
+      stop_came_first = stop_requested_;
+    }
+    if (stop_came_first) cancel(std::move(task));
     return true;
   }
 
@@ -96,14 +107,12 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
       if (stop_requested_) return;
       stop_requested_ = true;
       tasks.reserve(size_);
-      for (scope_task* t = head_; t; t = t->next) tasks.push_back(t->shared_from_this());
+      for (scope_task* t = head_; t; t = t->next)
+        if (t->armed) tasks.push_back(t->shared_from_this());
     }
     // Outside the lock: dispatch may run the emit inline, and a task's
     // completion takes the lock.
-    for (auto& t : tasks) {
-      auto ex = t->executor;
-      asio::dispatch(ex, [t = std::move(t)] { t->signal.emit(asio::cancellation_type::terminal); });
-    }
+    for (auto& t : tasks) cancel(std::move(t));
   }
 
   bool stop_requested() const {
@@ -182,6 +191,12 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
     std::shared_ptr<scope_state> state;
     join_waiter* waiter;
   };
+
+  // The emit runs on the task's executor, serialised with the task itself.
+  static void cancel(std::shared_ptr<scope_task> t) {
+    auto ex = t->executor;
+    asio::dispatch(ex, [t = std::move(t)] { t->signal.emit(asio::cancellation_type::terminal); });
+  }
 
   void report(std::exception_ptr e) {
     std::function<void(std::exception_ptr)> handler;
