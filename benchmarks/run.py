@@ -101,6 +101,9 @@ class Env:
     def on_server_cpu(self, argv):
         return ([self.taskset, "-c", self.server_cpu] if self.server_cpu else []) + argv
 
+    def on_cpus(self, argv, cpus):
+        return ([self.taskset, "-c", cpus] if self.taskset else []) + argv
+
     def on_client_cpu(self, argv):
         return ([self.taskset, "-c", self.client_cpu] if self.client_cpu else []) + argv
 
@@ -167,12 +170,13 @@ class LineReader:
 class Server:
     """One kind of server. `hello_interface` servers print `listening on` and the JSON line."""
 
-    def __init__(self, name, argv_fn, hello_interface=True, stop_tests=True, setup=None):
+    def __init__(self, name, argv_fn, hello_interface=True, stop_tests=True, setup=None, cpus=None):
         self.name = name
         self.argv_fn = argv_fn
         self.hello_interface = hello_interface
         self.stop_tests = stop_tests   # takes part in stop / graceful / memory measurements
         self.setup = setup             # callable(run_dir, port) for nginx
+        self.cpus = cpus               # CPUs it may use; None: the server CPU
 
 
 class Running:
@@ -187,7 +191,8 @@ class Running:
         argv = server.argv_fn(port=port, grace_ms=grace_ms, run_dir=self.run_dir)
         self.argv = argv
         with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(env.on_server_cpu(argv), stdin=subprocess.DEVNULL,
+            pinned = env.on_cpus(argv, server.cpus) if server.cpus else env.on_server_cpu(argv)
+            self.proc = subprocess.Popen(pinned, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err, cwd=self.run_dir)
         _children.append(self.proc)
         self.pid = self.proc.pid   # taskset execs the server: same pid
@@ -303,6 +308,16 @@ def make_servers(env, sluice_path, go_peer):
         p = str(Path(sluice_path).resolve())
         servers.append(Server(SUBJECT, lambda port, grace_ms, run_dir:
                               [p, "--port", str(port), "--grace-ms", str(grace_ms)]))
+        # Throughput only: the server on both CPUs, sharing one with wrk, in sluice's two
+        # multi-thread shapes (one io_context on two threads; one per thread with SO_REUSEPORT).
+        both = ",".join(sorted({env.server_cpu, env.client_cpu} - {None})) if env.client_cpu else None
+        if both:
+            servers.append(Server(SUBJECT + " 2 threads", lambda port, grace_ms, run_dir:
+                                  [p, "--port", str(port), "--grace-ms", str(grace_ms), "--threads", "2"],
+                                  stop_tests=False, cpus=both))
+            servers.append(Server(SUBJECT + " 2 x reuseport", lambda port, grace_ms, run_dir:
+                                  [p, "--port", str(port), "--grace-ms", str(grace_ms), "--threads", "2",
+                                   "--reuseport"], stop_tests=False, cpus=both))
     if env.node:
         js = str(PEERS / "node" / "server.js")
         servers.append(Server("node", lambda port, grace_ms, run_dir:
@@ -408,7 +423,52 @@ def measure_stop(env, servers, scenarios, rounds, results):
                 "counts": rs[-1]["stopped"] if rs else None,
                 "rounds": len(rs), "errors": errors,
             }
+    for sc in scenarios:
+        row = inproc_row(results, sc["n"])
+        if row and SUBJECT in summary[sc["name"]] and not sc["inflight"]:
+            summary[sc["name"]][SUBJECT]["floor_ms"] = row["floor_ms"]
     results["stop"] = {"scenarios": scenarios, "summary": summary, "runs": runs}
+
+
+def run_json_rows(env, tag, argv, timeout):
+    """Runs one of sluice's own benchmark programs with --json, pinned like a server, its client on
+    the client CPU; returns the JSON objects it printed, one per line."""
+    argv = argv + ["--json"] + (["--client-cpu", str(env.client_cpu)] if env.client_cpu else [])
+    argv = env.on_server_cpu(argv)
+    log(f"[{tag}] {' '.join(argv)}")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    if r.returncode != 0 or not rows:
+        log(f"[{tag}] failed: {r.stderr.strip()[-400:]}")
+    return rows
+
+
+def measure_inprocess_stop(env, binary, ns, rounds, results):
+    """sluice's stop_now() timed inside the server process, interleaved with the floor: a bare
+    loop of close() over the same number of accepted sockets (benchmarks/stop_latency.cpp)."""
+    rows = run_json_rows(env, "in-process stop", [binary, "--conns", ",".join(map(str, ns)), "--rounds",
+                                                  str(rounds), "--loadgen", env.args.loadgen], 1800)
+    for row in rows:
+        log(f"[in-process stop] N={row['n']} {row['server']}: stop_now {row['stop_now_ms']:.2f} ms, "
+            f"floor {row['floor_ms']:.2f} ms, ratio {row['ratio']:.2f}")
+    results["inproc_stop"] = {"rounds": rounds, "rows": rows}
+
+
+def measure_tls_stop(env, binary, n, rounds, results):
+    """sluice's stop_now() with N idle HTTPS connections against the same with plain HTTP, timed
+    inside the server process, alternating modes in each round (benchmarks/tls_stop.cpp)."""
+    rows = run_json_rows(env, "tls stop", [binary, "--conns", str(n), "--rounds", str(rounds)], 600)
+    for row in rows:
+        log(f"[tls stop] N={row['n']} {row['server']}: stop_now {row['stop_now_ms']:.2f} ms, "
+            f"{row['ratio_to_plain']:.2f}x plain")
+    results["tls_stop"] = {"rounds": rounds, "rows": rows}
+
+
+def inproc_row(res, n, server="http"):
+    for row in res.get("inproc_stop", {}).get("rows", []):
+        if row["n"] == n and row["server"] == server:
+            return row
+    return None
 
 
 def measure_graceful(env, servers, cfg, rounds, results):
@@ -654,9 +714,16 @@ def ratio_check(results, desc, section_key, metric, other, factor, better):
 
 
 def compute_targets(res, has_subject):
-    checks = {"stop": [], "graceful": [], "throughput": [], "memory": []}
+    checks = {"stop": [], "tls stop": [], "graceful": [], "throughput": [], "memory": []}
     if not has_subject:
         return checks
+    tls = {row["server"]: row for row in res.get("tls_stop", {}).get("rows", [])}
+    if "tls" in tls:
+        t = tls["tls"]
+        checks["tls stop"].append({"target": f"TLS stop N={t['n']} <= 1.2x plain HTTP",
+                                   "value": f"{t['ratio_to_plain']:.2f}x ({fmt(t['stop_now_ms'], 2)} vs "
+                                            f"{fmt(tls['plain']['stop_now_ms'], 2)} ms)" if "plain" in tls else NO_DATA,
+                                   "met": t["ratio_to_plain"] <= 1.2})
     flat = {}
     stop = res.get("stop", {})
     if stop:
@@ -667,7 +734,13 @@ def compute_targets(res, has_subject):
             n = big["n"]
             s = flat["stop_big"].get(SUBJECT, {})
             ms, floor = s.get("server_ms"), s.get("floor_ms")
-            if ms is None:
+            inproc = inproc_row(res, n)
+            if inproc:
+                checks["stop"].append({"target": f"stop N={n} <= 1.15x bare close floor (in-process)",
+                                       "value": f"{inproc['ratio']:.2f}x ({fmt(inproc['stop_now_ms'], 2)} vs floor "
+                                                f"{fmt(inproc['floor_ms'], 2)})",
+                                       "met": inproc["ratio"] <= 1.15})
+            elif ms is None:
                 checks["stop"].append({"target": f"stop N={n} <= 1.15x bare close floor",
                                        "value": NO_DATA, "met": False})
             elif floor:
@@ -787,12 +860,38 @@ def render_markdown(res, checks, has_subject):
         L.append("- no --sluice-server given: peers only, targets n/a")
     L.append("")
 
+    ip = res.get("inproc_stop")
+    if ip and ip["rows"]:
+        L.append("## stop_now() against the bare close() floor (in-process)\n")
+        L.append(f"benchmarks/stop_latency: N idle keep-alive connections held by loadgen in another process; "
+                 f"the server process times stop_now() (tcp: sluice::tcp::server with a minimal responder, "
+                 f"http: sluice::http::server) and, interleaved in each round, a bare loop of close() over the "
+                 f"same number of accepted sockets. Medians of {ip['rounds']} rounds; heap: bytes the server "
+                 f"holds per idle connection (mallinfo2).\n")
+        rows = [[r["n"], r["server"], fmt(r["stop_now_ms"], 2), fmt(r["floor_ms"], 2), f"{r['ratio']:.2f}",
+                 fmt(r["us_per_conn"], 2), fmt(r["heap_bytes_per_conn"], 0)] for r in ip["rows"]]
+        L.append(table(["N", "server", "stop_now ms", "floor ms", "ratio", "µs per connection",
+                        "heap B per idle connection"], rows))
+        L.append("")
+
+    ts = res.get("tls_stop")
+    if ts and ts["rows"]:
+        L.append("## stop_now() with idle HTTPS connections against plain HTTP (in-process)\n")
+        L.append(f"benchmarks/tls_stop: a forked client opens N keep-alive connections (a full TLS handshake "
+                 f"each for tls), makes one request on each and holds them idle; the server process times "
+                 f"stop_now(). Modes alternate within each round; medians of {ts['rounds']} rounds.\n")
+        rows = [[r["n"], r["server"], fmt(r["stop_now_ms"], 2), f"{r['ratio_to_plain']:.2f}",
+                 fmt(r["us_per_conn"], 2), fmt(r["heap_bytes_per_conn"], 0)] for r in ts["rows"]]
+        L.append(table(["N", "server", "stop_now ms", "ratio to plain", "µs per connection",
+                        "heap B per idle connection"], rows))
+        L.append("")
+
     stop = res.get("stop")
     if stop:
         L.append("## Stop latency (SIGINT, immediate)\n")
         L.append("Server ms: the server's own figure, signal receipt to everything closed (primary). "
                  "Client last close: loadgen's t0 (just before kill()) to the last EOF/RST it saw. "
-                 "Floor: bare close of the same number of sockets (sluice's line, `floor_ms`).\n")
+                 "Floor: bare close() of the same number of sockets, from the in-process run above.\n")
         rows = []
         for sc in stop["scenarios"]:
             for name, s in stop["summary"][sc["name"]].items():
@@ -945,7 +1044,8 @@ def plot(env, res, out_dir):
                 churn = res.get("churn", {}).get("summary", {}).get(name, {}).get("rps") or 0
                 f.write(f"\"{name}\" {s.get('rps') or 0} {churn}\n")
         script = (f"set terminal {term} size 800,500\nset output '{out_dir / 'throughput.png'}'\n"
-                  "set title 'wrk -t1 -c50, server pinned to one CPU'\nset ylabel 'requests / s'\n"
+                  "set title 'wrk -t1 -c50 on one CPU; servers on the other (2-thread sluice: on both)'\n"
+                  "set ylabel 'requests / s'\nset xtics rotate by 20 right\nset bmargin 7\n"
                   "set style data histograms\nset style histogram clustered gap 1\n"
                   "set style fill solid 0.8 border -1\nset boxwidth 0.9\nset grid ytics\nset yrange [0:*]\n"
                   "set key outside bottom center horizontal\n"
@@ -965,6 +1065,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sluice-server", help="sluice's hello_server binary (omit: peers only)")
     ap.add_argument("--loadgen", required=True, help="the built benchmarks/loadgen")
+    ap.add_argument("--stop-latency", help="the built benchmarks/stop_latency: sluice's in-process stop_now() "
+                    "against the bare close() floor (omit: no floor)")
+    ap.add_argument("--tls-stop", help="the built benchmarks/tls_stop: stop_now() with idle HTTPS connections "
+                    "against plain HTTP (omit: no TLS figure)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 round, small N, short wrk runs (< 2 min)")
     ap.add_argument("--only", default="stop,graceful,throughput,memory",
@@ -1007,6 +1111,11 @@ def main():
         "servers": [s.name for s in servers], "subject": SUBJECT if has_subject else None,
     }}
 
+    if "stop" in only and args.stop_latency:
+        measure_inprocess_stop(env, args.stop_latency, [1000] if args.quick else [1000, 5000, 9000],
+                               3 if args.quick else 5, res)
+    if "stop" in only and args.tls_stop:
+        measure_tls_stop(env, args.tls_stop, 1000, 3 if args.quick else 5, res)
     if "stop" in only:
         ns = [1000] if args.quick else [1000, 5000, 9000]
         scenarios = [{"name": f"idle{n}", "n": n, "inflight": 0, "slow_ms": 2000} for n in ns]
