@@ -1,8 +1,15 @@
-// Internals: an allocator for operations that stay pending a long time.
+// Internals: exact-size memory for operations that stay pending a long time.
 #pragma once
 
+#include "sluice/config.hpp"
+
+#include <asio/awaitable.hpp>
+#include <asio/detail/thread_info_base.hpp>
+
+#include <array>
 #include <cstddef>
 #include <memory>
+#include <utility>
 
 namespace sluice::detail {
 
@@ -21,5 +28,27 @@ struct exact_allocator {
   void deallocate(T* p, std::size_t n) noexcept { std::allocator<T>().deallocate(p, n); }
   friend bool operator==(const exact_allocator&, const exact_allocator&) noexcept { return true; }
 };
+
+inline asio::awaitable<void> placeholder_frame() { co_return; }
+
+template <std::size_t... I>
+std::array<asio::awaitable<void>, sizeof...(I)> placeholder_frames(std::index_sequence<I...>) {
+  return {((void)I, placeholder_frame())...};
+}
+
+// The same for the coroutine frame in which use_awaitable starts an
+// operation: that frame lives as long as the operation is pending, and Asio
+// gives it any block from the thread's cache of recently freed frames that is
+// large enough, such as the one a request handler's frame just left (some
+// 240 bytes more per idle connection, measured). `start` (which makes the
+// awaitable for the operation) runs while unawaited placeholder frames hold
+// every cached block, so its frame gets a block of its own size; the
+// placeholders give theirs back afterwards.
+template <typename Start>
+auto in_exact_frame(Start start) {
+  using cache = asio::detail::thread_info_base::awaitable_frame_tag;
+  auto held = placeholder_frames(std::make_index_sequence<cache::cache_size>());
+  return start();
+}
 
 }  // namespace sluice::detail

@@ -177,7 +177,9 @@ class session final : body_source, body_sink {
           // nothing to read (an event for input already taken), so the read
           // confirms it, and the session waits again if there was none.
           for (bool found = false; !found;) {
-            auto [ec] = co_await Transport::async_wait_readable(s.stream_, pending_long());
+            auto wait = sluice::detail::in_exact_frame(
+                [&s] { return Transport::async_wait_readable(s.stream_, pending_long()); });
+            auto [ec] = co_await std::move(wait);
             if (ec || s.interrupted()) co_return;
             switch (s.try_read()) {
               case read_result::got: found = true; break;
