@@ -14,6 +14,8 @@
 #include "sluice/http/server.hpp"
 #include "sluice/tcp/server.hpp"
 
+#include "stop_timing.hpp"
+
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
@@ -21,7 +23,6 @@
 #include <asio/write.hpp>
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -44,6 +45,7 @@ using asio::ip::tcp;
 
 namespace {
 
+
 constexpr std::string_view hello_response =
     "HTTP/1.1 200 OK\r\nContent-Length: 14\r\nContent-Type: text/plain\r\n\r\nHello, world!\n";
 
@@ -54,11 +56,6 @@ struct settings {
   int client_cpu = -1;
   bool json = false;
 };
-
-std::size_t heap_in_use() {
-  auto m = mallinfo2();
-  return m.uordblks + m.hblkhd;
-}
 
 // The load generator, a child process holding N idle connections.
 class client {
@@ -136,31 +133,19 @@ asio::awaitable<void> tcp_responder(tcp::socket s) {
   }
 }
 
-asio::awaitable<sluice::http::response> hello(sluice::http::request&) {
-  co_return sluice::http::response::text(200, "Hello, world!\n");
-}
-
-struct sample {
-  double ms;
-  double heap_per_conn;
-};
-
 template <typename Server>
-sample measure_server(const settings& s, int n, std::function<std::unique_ptr<Server>(asio::io_context&)> make) {
+bench::sample measure_server(const settings& s, int n, std::function<std::unique_ptr<Server>(asio::io_context&)> make) {
   asio::io_context io(1);
   auto server = make(io);
   auto port = server->local_endpoints().front().port();
-  const auto heap_before = heap_in_use();
+  const auto heap_before = bench::heap_in_use();
   client c(s, port, n);
-  sample result{};
+  bench::sample result{};
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
         co_await await_ready(c);
-        result.heap_per_conn = double(heap_in_use() - heap_before) / n;
-        const auto t0 = steady_clock::now();
-        co_await server->stop_now();
-        result.ms = duration<double, std::milli>(steady_clock::now() - t0).count();
+        result = co_await bench::time_stop(*server, heap_before, n);
       },
       [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
@@ -169,7 +154,7 @@ sample measure_server(const settings& s, int n, std::function<std::unique_ptr<Se
   return result;
 }
 
-sample measure_floor(const settings& s, int n) {
+bench::sample measure_floor(const settings& s, int n) {
   int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -202,11 +187,6 @@ sample measure_floor(const settings& s, int n) {
   const auto t0 = steady_clock::now();
   for (int fd : fds) ::close(fd);
   return {duration<double, std::milli>(steady_clock::now() - t0).count(), 0};
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 settings parse(int argc, char** argv) {
@@ -252,7 +232,7 @@ int main(int argc, char** argv) try {
     return srv;
   };
   auto make_http = [&](asio::io_context& io) {
-    auto srv = std::make_unique<sluice::http::server>(io.get_executor(), hello);
+    auto srv = std::make_unique<sluice::http::server>(io.get_executor(), bench::hello);
     srv->listen(any);
     return srv;
   };
@@ -274,9 +254,9 @@ int main(int argc, char** argv) try {
       heap["tcp"] = std::max(heap["tcp"], t.heap_per_conn);
       heap["http"] = std::max(heap["http"], h.heap_per_conn);
     }
-    const double floor_ms = median(ms["floor"]);
+    const double floor_ms = bench::median(ms["floor"]);
     for (std::string server : {"tcp", "http"}) {
-      const double m = median(ms[server]);
+      const double m = bench::median(ms[server]);
       if (s.json)
         std::printf("{\"n\":%d,\"server\":\"%s\",\"stop_now_ms\":%.3f,\"floor_ms\":%.3f,\"ratio\":%.3f,"
                     "\"us_per_conn\":%.3f,\"heap_bytes_per_conn\":%.0f,\"rounds\":%d}\n",

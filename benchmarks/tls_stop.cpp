@@ -15,19 +15,19 @@
 
 #include "support/tls_certs.hpp"
 
+#include "stop_timing.hpp"
+
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read_until.hpp>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
-#include <malloc.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -36,10 +36,10 @@
 #include <string>
 #include <vector>
 
-using namespace std::chrono;
 using asio::ip::tcp;
 
 namespace {
+
 
 struct settings {
   int conns = 1000;
@@ -47,11 +47,6 @@ struct settings {
   int client_cpu = -1;
   bool json = false;
 };
-
-std::size_t heap_in_use() {
-  auto m = mallinfo2();
-  return m.uordblks + m.hblkhd;
-}
 
 // The child: N connections, one request each, then idle until the parent
 // closes `control`. Reports "ready" (or what failed) on `report`.
@@ -107,18 +102,9 @@ std::size_t heap_in_use() {
   ::_exit(0);
 }
 
-struct sample {
-  double ms;
-  double heap_per_conn;
-};
-
-asio::awaitable<sluice::http::response> hello(sluice::http::request&) {
-  co_return sluice::http::response::text(200, "Hello, world!\n");
-}
-
 // One round of one mode: the child connects, the server stops, the child goes.
 template <typename Server>
-sample measure(const settings& s, bool tls, std::unique_ptr<Server> (*make)(asio::io_context&)) {
+bench::sample measure(const settings& s, bool tls, std::unique_ptr<Server> (*make)(asio::io_context&)) {
   int control[2], report[2];
   if (::pipe(control) || ::pipe(report)) throw std::runtime_error("pipe failed");
   const pid_t child = ::fork();
@@ -137,12 +123,12 @@ sample measure(const settings& s, bool tls, std::unique_ptr<Server> (*make)(asio
   ::close(control[0]);
   ::close(report[1]);
 
-  sample result{};
+  bench::sample result{};
   {
     asio::io_context io(1);
     auto server = make(io);
     const unsigned short port = server->local_endpoints().front().port();
-    const auto heap_before = heap_in_use();
+    const auto heap_before = bench::heap_in_use();
     if (::write(control[1], &port, sizeof port) != sizeof port) throw std::runtime_error("child gone");
     asio::co_spawn(
         io,
@@ -152,10 +138,7 @@ sample measure(const settings& s, bool tls, std::unique_ptr<Server> (*make)(asio
           co_await asio::async_read_until(from_child, asio::dynamic_buffer(line), '\n', asio::use_awaitable);
           from_child.release();
           if (line != "ready\n") throw std::runtime_error("client " + line);
-          result.heap_per_conn = double(heap_in_use() - heap_before) / s.conns;
-          const auto t0 = steady_clock::now();
-          co_await server->stop_now();
-          result.ms = duration<double, std::milli>(steady_clock::now() - t0).count();
+          result = co_await bench::time_stop(*server, heap_before, s.conns);
         },
         [](std::exception_ptr e) {
           if (e) std::rethrow_exception(e);
@@ -167,11 +150,6 @@ sample measure(const settings& s, bool tls, std::unique_ptr<Server> (*make)(asio
   int status = 0;
   ::waitpid(child, &status, 0);
   return result;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 settings parse(int argc, char** argv) {
@@ -195,13 +173,13 @@ const tcp::endpoint any(asio::ip::address_v4::loopback(), 0);
 std::shared_ptr<asio::ssl::context> server_context;
 
 std::unique_ptr<sluice::http::server> make_plain(asio::io_context& io) {
-  auto srv = std::make_unique<sluice::http::server>(io.get_executor(), hello);
+  auto srv = std::make_unique<sluice::http::server>(io.get_executor(), bench::hello);
   srv->listen(any);
   return srv;
 }
 
 std::unique_ptr<sluice::tls::server> make_tls(asio::io_context& io) {
-  auto srv = std::make_unique<sluice::tls::server>(io.get_executor(), hello, server_context);
+  auto srv = std::make_unique<sluice::tls::server>(io.get_executor(), bench::hello, server_context);
   srv->listen(any);
   return srv;
 }
@@ -227,13 +205,13 @@ int main(int argc, char** argv) try {
     heap["plain"] = std::max(heap["plain"], plain.heap_per_conn);
     heap["tls"] = std::max(heap["tls"], tls.heap_per_conn);
   }
-  const double plain_ms = median(ms["plain"]);
+  const double plain_ms = bench::median(ms["plain"]);
   if (!s.json)
     std::printf("| N | server | stop_now ms (median of %d) | µs per connection | ratio to plain | heap B per idle connection |\n"
                 "|---:|---|---:|---:|---:|---:|\n",
                 s.rounds);
   for (std::string mode : {"plain", "tls"}) {
-    const double m = median(ms[mode]);
+    const double m = bench::median(ms[mode]);
     if (s.json)
       std::printf("{\"n\":%d,\"server\":\"%s\",\"stop_now_ms\":%.3f,\"ratio_to_plain\":%.3f,\"us_per_conn\":%.3f,"
                   "\"heap_bytes_per_conn\":%.0f,\"rounds\":%d}\n",
