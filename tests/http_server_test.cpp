@@ -661,14 +661,7 @@ TEST_CASE("connection states are counted at each step, and on_state_change repor
   std::error_code echo_end;
   auto options = long_timeouts();
   log.attach(options);
-  http::server srv(
-      io.get_executor(),
-      [&](http::request& req) -> awaitable<http::response> {
-        if (req.target() == "/gate") co_await g.pass();
-        if (req.target() == "/upgrade") co_return echo_upgrade(echo_end);
-        co_return http::response::text(200, "ok\n");
-      },
-      options);
+  http::server srv(io.get_executor(), upgrade_or_ok(echo_end, &g), options);
   stop_on_exit stop(io, srv);
   auto ep = srv.listen(loopback_any);
   auto counts_are = [&](std::size_t fresh, std::size_t reading, std::size_t active, std::size_t idle,
@@ -729,14 +722,7 @@ TEST_CASE("close_idle() closes idle and never-used connections only") {
   std::error_code echo_end;
   auto options = long_timeouts();
   log.attach(options);
-  http::server srv(
-      io.get_executor(),
-      [&](http::request& req) -> awaitable<http::response> {
-        if (req.target() == "/gate") co_await g.pass();
-        if (req.target() == "/upgrade") co_return echo_upgrade(echo_end);
-        co_return http::response::text(200, "ok\n");
-      },
-      options);
+  http::server srv(io.get_executor(), upgrade_or_ok(echo_end, &g), options);
   stop_on_exit stop(io, srv);
   auto ep = srv.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {

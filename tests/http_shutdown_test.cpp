@@ -37,11 +37,12 @@ http::server::handler_type gated(gate& g, std::size_t size = 16) {
   };
 }
 
-// "/upgrade" switches to the echo protocol; anything else is answered at once.
-http::server::handler_type upgrade_or_ok(std::error_code& echo_end) {
-  return [&echo_end](http::request& req) -> awaitable<http::response> {
-    if (req.target() == "/upgrade") co_return echo_upgrade(echo_end);
-    co_return http::response::text(200, "ok\n");
+// Answers each request with its target, "/2" after waiting at `g`; `handled` counts requests.
+http::server::handler_type pipeline_handler(gate& g, int& handled) {
+  return [&g, &handled](http::request& req) -> awaitable<http::response> {
+    ++handled;
+    if (req.target() == "/2") co_await g.pass();
+    co_return http::response::text(200, std::string(req.target()));
   };
 }
 
@@ -374,14 +375,7 @@ TEST_CASE("shutdown in the middle of a pipeline answers every request already re
   asio::io_context io;
   gate g(io);
   int handled = 0;
-  http::server srv(
-      io.get_executor(),
-      [&](http::request& req) -> awaitable<http::response> {
-        ++handled;
-        if (req.target() == "/2") co_await g.pass();
-        co_return http::response::text(200, std::string(req.target()));
-      },
-      long_timeouts());
+  http::server srv(io.get_executor(), pipeline_handler(g, handled), long_timeouts());
   stop_on_exit stop(io, srv);
   auto ep = srv.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {
@@ -415,14 +409,7 @@ TEST_CASE("shutdown in the middle of a pipeline never reads a request sent after
   asio::io_context io;
   gate g(io);
   int handled = 0;
-  http::server srv(
-      io.get_executor(),
-      [&](http::request& req) -> awaitable<http::response> {
-        ++handled;
-        if (req.target() == "/2") co_await g.pass();
-        co_return http::response::text(200, std::string(req.target()));
-      },
-      long_timeouts());
+  http::server srv(io.get_executor(), pipeline_handler(g, handled), long_timeouts());
   stop_on_exit stop(io, srv);
   auto ep = srv.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {

@@ -38,6 +38,14 @@ struct gated_handler {
   }
 };
 
+// Runs a signal policy on `io`; `report` holds what it reports once it ends.
+void spawn_policy(asio::io_context& io, asio::awaitable<report_type> policy, std::optional<report_type>& report) {
+  asio::co_spawn(io, std::move(policy), [&report](std::exception_ptr e, report_type r) {
+    REQUIRE(!e);
+    report = r;
+  });
+}
+
 }  // namespace
 
 TEST_CASE("stop_on_signals: SIGTERM drains in-flight requests and the program keeps running") {
@@ -46,11 +54,7 @@ TEST_CASE("stop_on_signals: SIGTERM drains in-flight requests and the program ke
   http::server srv(io.get_executor(), gated_handler{&gate, &entered}, long_timeouts());
   auto ep = srv.listen(loopback_any);
   std::optional<report_type> report;
-  asio::co_spawn(io, sluice::stop_on_signals(srv, std::chrono::seconds(10)),
-                 [&](std::exception_ptr e, report_type r) {
-                   REQUIRE(!e);
-                   report = r;
-                 });
+  spawn_policy(io, sluice::stop_on_signals(srv, std::chrono::seconds(10)), report);
   run_guarded(io, [&]() -> awaitable<void> {
     auto idle = co_await http_client::connect(ep);
     CHECK((co_await idle.request(get("/"))).status == 200);
@@ -86,11 +90,7 @@ TEST_CASE("stop_on_signals: a second signal during the shutdown escalates to sto
   http::server srv(io.get_executor(), gated_handler{&gate, &entered}, long_timeouts());
   auto ep = srv.listen(loopback_any);
   std::optional<report_type> report;
-  asio::co_spawn(io, sluice::stop_on_signals(srv, std::chrono::hours(1)),
-                 [&](std::exception_ptr e, report_type r) {
-                   REQUIRE(!e);
-                   report = r;
-                 });
+  spawn_policy(io, sluice::stop_on_signals(srv, std::chrono::hours(1)), report);
   run_guarded(io, [&]() -> awaitable<void> {
     auto busy = co_await http_client::connect(ep);
     co_await busy.send(get("/gate"));
@@ -115,11 +115,7 @@ TEST_CASE("stop_on_signals: a signal listed as immediate calls stop_now at once"
   auto ep = srv.listen(loopback_any);
   std::optional<report_type> report;
   sluice::signal_policy policy{{SIGTERM}, {SIGINT}};
-  asio::co_spawn(io, sluice::stop_on_signals(srv, std::chrono::hours(1), policy),
-                 [&](std::exception_ptr e, report_type r) {
-                   REQUIRE(!e);
-                   report = r;
-                 });
+  spawn_policy(io, sluice::stop_on_signals(srv, std::chrono::hours(1), policy), report);
   run_guarded(io, [&]() -> awaitable<void> {
     auto busy = co_await http_client::connect(ep);
     co_await busy.send(get("/gate"));

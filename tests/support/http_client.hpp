@@ -492,6 +492,16 @@ class background_shutdown {
   std::shared_ptr<state> state_;
 };
 
+// "/gate" waits at `g` first (when one is given), "/upgrade" switches to the echo protocol, and
+// anything else is answered "ok" at once.
+inline http::server::handler_type upgrade_or_ok(std::error_code& echo_end, gate* g = nullptr) {
+  return [&echo_end, g](http::request& req) -> awaitable<http::response> {
+    if (g && req.target() == "/gate") co_await g->pass();
+    if (req.target() == "/upgrade") co_return echo_upgrade(echo_end);
+    co_return http::response::text(200, "ok\n");
+  };
+}
+
 // Stops the server when the test leaves, even by a failed REQUIRE, so that no session outlives
 // what its handler or observer references. Declare it after the server and everything they use.
 template <typename Server>
