@@ -394,3 +394,40 @@ TEST_CASE("a join whose io_context is destroyed first goes with it; the tasks' l
   CHECK_FALSE(joined);
   CHECK(s.size() == 0);
 }
+
+TEST_CASE("joiners on an io_context run by four threads, without a strand, are all woken" * doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 4; ++i) runners.emplace_back([&] { io.run(); });
+
+  constexpr int joiners = 8;
+  for (int round = 0; round < 50; ++round) {
+    scope s;
+    // Tasks that end a few turns later, so that the last one leaves while
+    // joiners register on the other threads.
+    for (int t = 0; t < 4; ++t) {
+      s.spawn(io.get_executor(), [t]() -> awaitable<void> {
+        for (int turn = 0; turn < t; ++turn) co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
+      });
+    }
+    std::atomic<int> joined{0}, failed{0};
+    std::promise<void> all_joined;
+    for (int j = 0; j < joiners; ++j) {
+      asio::co_spawn(io, s.join(), [&](std::exception_ptr e) {
+        if (e) failed.fetch_add(1);
+        if (joined.fetch_add(1) + 1 == joiners) all_joined.set_value();
+      });
+    }
+    auto done = all_joined.get_future();
+    if (done.wait_for(60s) != std::future_status::ready) {
+      FAIL_CHECK("round ", round, ": a joiner was never woken");
+      io.stop();
+      break;
+    }
+    CHECK(failed == 0);
+    CHECK(s.size() == 0);
+  }
+  guard.reset();
+  for (auto& t : runners) t.join();
+}
