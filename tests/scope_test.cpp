@@ -2,6 +2,7 @@
 
 #include "support/async_test.hpp"
 
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <future>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -283,6 +285,147 @@ TEST_CASE("a stop that races spawns on other threads still reaches every task" *
     }
     done.get();
     CHECK(destroyed.load() == spawned.load());
+    CHECK(s.size() == 0);
+  }
+  guard.reset();
+  for (auto& t : runners) t.join();
+}
+
+// ---------------------------------------------------------------------------
+// Destroying an io_context destroys the coroutine frames it holds, those of
+// tasks and those of joiners (issue 9, item 2). Whichever of scope and
+// io_context goes first, and wherever the joiner runs, a task leaves the scope
+// as its frame goes, and a pending join is either woken or destroyed with its
+// own io_context: no dangling pointer, no leak.
+
+namespace {
+
+// Awaits s.join() and notes that it returned; `destroyed` counts its frame's end.
+awaitable<void> join_and_note(scope& s, std::atomic<int>& destroyed, std::atomic<bool>& joined) {
+  frame_probe probe{&destroyed};
+  co_await s.join();
+  joined = true;
+}
+
+void spawn_probed_task(scope& s, const asio::any_io_executor& ex, std::atomic<int>& destroyed) {
+  s.spawn(ex, [&destroyed]() -> awaitable<void> {
+    frame_probe probe{&destroyed};
+    co_await wait_an_hour();
+  });
+}
+
+}  // namespace
+
+TEST_CASE("a task whose io_context is destroyed leaves the scope, and a join pending there goes with it") {
+  scope s;  // outlives the io_context
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> joined{false};
+  {
+    asio::io_context io;
+    spawn_probed_task(s, io.get_executor(), destroyed);
+    asio::co_spawn(io, join_and_note(s, destroyed, joined), asio::detached);
+    io.poll();
+    REQUIRE(s.size() == 1);
+  }
+  CHECK(destroyed == 2);
+  CHECK_FALSE(joined);
+  CHECK(s.size() == 0);
+  s.request_stop();  // walks the list of tasks: nothing may dangle there
+}
+
+TEST_CASE("a scope destroyed before its io_context: the pending join ends with the io_context") {
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> joined{false};
+  std::optional<asio::io_context> io(std::in_place);
+  {
+    scope s;
+    spawn_probed_task(s, io->get_executor(), destroyed);
+    asio::co_spawn(*io, join_and_note(s, destroyed, joined), asio::detached);
+    io->poll();
+    REQUIRE(s.size() == 1);
+  }  // ~scope requests stop and does not wait
+  SUBCASE("the io_context is destroyed without running again: the joiner is destroyed") {
+    io.reset();
+    CHECK(destroyed == 2);
+    CHECK_FALSE(joined);
+  }
+  SUBCASE("the io_context runs on: the joiner completes, touching nothing of the scope") {
+    io->run();
+    CHECK(destroyed == 2);
+    CHECK(joined);
+  }
+}
+
+TEST_CASE("a join on another io_context is woken when the tasks' io_context is destroyed" * doctest::test_suite("mt")) {
+  scope s;
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> joined{false};
+  asio::io_context joiner_io;
+  std::optional<asio::io_context> tasks_io(std::in_place);
+  spawn_probed_task(s, tasks_io->get_executor(), destroyed);
+  tasks_io->poll();
+  asio::co_spawn(joiner_io, join_and_note(s, destroyed, joined), asio::detached);
+  joiner_io.poll();
+  REQUIRE(s.size() == 1);
+  // The pending join is the runner's only work: run() returns once the joiner has finished.
+  std::thread runner([&] { joiner_io.run_for(60s); });
+  tasks_io.reset();
+  runner.join();
+  CHECK(joined);
+  CHECK(destroyed == 2);
+  CHECK(s.size() == 0);
+}
+
+TEST_CASE("a join whose io_context is destroyed first goes with it; the tasks' later end touches nothing of it") {
+  scope s;
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> joined{false};
+  asio::io_context tasks_io;
+  spawn_probed_task(s, tasks_io.get_executor(), destroyed);
+  tasks_io.poll();
+  {
+    asio::io_context joiner_io;
+    asio::co_spawn(joiner_io, join_and_note(s, destroyed, joined), asio::detached);
+    joiner_io.poll();
+  }
+  CHECK(destroyed == 1);  // the joiner's frame
+  run(tasks_io, [&]() -> awaitable<void> { co_await s.stop(); });
+  CHECK(destroyed == 2);
+  CHECK_FALSE(joined);
+  CHECK(s.size() == 0);
+}
+
+TEST_CASE("joiners on an io_context run by four threads, without a strand, are all woken" * doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 4; ++i) runners.emplace_back([&] { io.run(); });
+
+  constexpr int joiners = 8;
+  for (int round = 0; round < 50; ++round) {
+    scope s;
+    // Tasks that end a few turns later, so that the last one leaves while
+    // joiners register on the other threads.
+    for (int t = 0; t < 4; ++t) {
+      s.spawn(io.get_executor(), [t]() -> awaitable<void> {
+        for (int turn = 0; turn < t; ++turn) co_await asio::post(co_await asio::this_coro::executor, use_awaitable);
+      });
+    }
+    std::atomic<int> joined{0}, failed{0};
+    std::promise<void> all_joined;
+    for (int j = 0; j < joiners; ++j) {
+      asio::co_spawn(io, s.join(), [&](std::exception_ptr e) {
+        if (e) failed.fetch_add(1);
+        if (joined.fetch_add(1) + 1 == joiners) all_joined.set_value();
+      });
+    }
+    auto done = all_joined.get_future();
+    if (done.wait_for(60s) != std::future_status::ready) {
+      FAIL_CHECK("round ", round, ": a joiner was never woken");
+      io.stop();
+      break;
+    }
+    CHECK(failed == 0);
     CHECK(s.size() == 0);
   }
   guard.reset();

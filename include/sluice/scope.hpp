@@ -43,15 +43,25 @@
 // deadlocking; join() from a task without a stop would never complete.
 //
 // Destruction: ~scope() requests stop and does not wait. Running tasks keep
-// the scope's shared state alive until they finish (or until their
-// io_context is destroyed, which destroys their frames).
+// the scope's shared state alive until they finish; a pending join() needs
+// nothing of the scope object. Scopes and io_contexts may be destroyed in any
+// order, without leak or dangling pointer:
+// - Destroying an io_context destroys the frames of the tasks it holds. Each
+//   such task leaves the scope then without running anything more (an
+//   exception it had not yet reported is dropped), and the last one to leave
+//   wakes the joiners, as if it had finished.
+// - A pending join() is a pending operation of its own executor's io_context:
+//   destroying that io_context destroys the joining coroutine (with the
+//   frames awaiting it) without resuming it, and takes it out of the scope. A
+//   woken joiner resumes only when its io_context runs. The wake-up is posted
+//   to that io_context from the thread of the last task to leave: as with any
+//   io_context, do not destroy it while that may happen on another thread.
 #pragma once
 
 #include "sluice/config.hpp"
 #include "sluice/detail/scope_state.hpp"
 
 #include <asio/any_io_executor.hpp>
-#include <asio/async_result.hpp>
 
 #include <cstddef>
 #include <exception>
@@ -105,11 +115,7 @@ class scope {
 
   // Completes when no task is left. Cancellable: a terminal cancellation of
   // the awaiting coroutine completes it with operation_aborted.
-  asio::awaitable<void> join() {
-    if (state_->size() == 0) co_return;
-    co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(
-        detail::scope_state::initiate_join{}, asio::use_awaitable, state_);
-  }
+  asio::awaitable<void> join() { return detail::scope_state::join(state_); }
 
   asio::awaitable<void> stop() {
     request_stop();

@@ -5,18 +5,16 @@
 #include "sluice/config.hpp"
 
 #include <asio/any_io_executor.hpp>
-#include <asio/associated_cancellation_slot.hpp>
-#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/error.hpp>
-#include <asio/execution/outstanding_work.hpp>
 #include <asio/post.hpp>
-#include <asio/prefer.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <exception>
@@ -44,13 +42,45 @@ struct scope_task : std::enable_shared_from_this<scope_task> {
   bool armed = false;
 };
 
-// A coroutine suspended in scope::join(). complete() is called exactly once,
-// by whoever took the waiter out of the scope's list.
-struct join_waiter {
-  virtual void complete(std::error_code ec) = 0;
+// A coroutine suspended in scope::join(), waiting on a timer of its own frame
+// that never expires: waking it cancels that wait. The pending wait belongs to
+// the joiner's io_context, which therefore owns the suspended joiner: its
+// destruction destroys the joiner like any other pending operation. The frame
+// forgets the timer before destroying it.
+class join_waiter : public std::enable_shared_from_this<join_waiter> {
+ public:
+  explicit join_waiter(asio::steady_timer& timer) : timer_(&timer) {}
 
- protected:
-  ~join_waiter() = default;
+  // From any thread. The cancel runs on the joiner's executor, serialised with
+  // the frame's forget(). Posting under the lock is safe: while the timer is
+  // known, the frame has not been destroyed, so neither has its io_context.
+  void wake() {
+    std::lock_guard lock(mutex_);
+    if (!timer_) return;
+    woken_ = true;
+    asio::post(timer_->get_executor(), [self = shared_from_this()] { self->cancel_wait(); });
+  }
+
+  // From the joiner's frame as it goes: later wake-ups touch nothing.
+  void forget() {
+    std::lock_guard lock(mutex_);
+    timer_ = nullptr;
+  }
+
+  bool woken() const {
+    std::lock_guard lock(mutex_);
+    return woken_;
+  }
+
+ private:
+  void cancel_wait() {
+    std::lock_guard lock(mutex_);
+    if (timer_) timer_->cancel();
+  }
+
+  mutable std::mutex mutex_;
+  asio::steady_timer* timer_;
+  bool woken_ = false;
 };
 
 inline void report_to_stderr(std::exception_ptr e) {
@@ -130,66 +160,62 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
     on_exception_ = std::move(h);
   }
 
-  struct initiate_join {
-    template <typename Handler>
-    void operator()(Handler&& handler, std::shared_ptr<scope_state> state) const {
-      using op = join_op<std::decay_t<Handler>>;
-      auto* w = new op(std::forward<Handler>(handler));
-      auto slot = asio::get_associated_cancellation_slot(w->handler);
-      if (slot.is_connected()) slot.template emplace<cancel_join>(state, w);
-      if (!state->add_joiner(w)) w->complete({});
+  // scope::join(). Only `state` is kept, so a joiner may outlive the scope
+  // object. A cancellation of the joiner reaches the timer's wait.
+  static asio::awaitable<void> join(std::shared_ptr<scope_state> state) {
+    if (state->size() == 0) co_return;
+    asio::steady_timer timer(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+    joiner_registration registration{state, std::make_shared<join_waiter>(timer)};
+    try {
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(std::error_code)>(
+          initiate_join{}, asio::use_awaitable, state, registration.waiter, &timer);
+    } catch (const std::system_error&) {
+      if (!registration.waiter->woken()) throw;  // cancelled
     }
-  };
+  }
 
  private:
   // Completion handler of a task's co_spawn: runs on the task's executor after
-  // the task's coroutine frame has been destroyed.
+  // the task's coroutine frame has been destroyed. When the task's io_context
+  // is destroyed instead, it destroys the frame and then this handler unrun,
+  // and the task leaves from the destructor. co_spawn moves the handler
+  // around: only the object still holding `task` leaves.
   struct on_task_done {
-    std::shared_ptr<scope_state> state;
-    std::shared_ptr<scope_task> task;
+    on_task_done(std::shared_ptr<scope_state> s, std::shared_ptr<scope_task> t)
+        : state(std::move(s)), task(std::move(t)) {}
+    on_task_done(on_task_done&&) = default;
+    ~on_task_done() {
+      if (task) state->leave(*task);
+    }
     void operator()(std::exception_ptr e) {
       if (e) state->report(e);
-      state->leave(*task);
-    }
-  };
-
-  template <typename Handler>
-  class join_op final : public join_waiter {
-   public:
-    explicit join_op(Handler h)
-        : handler(std::move(h)),
-          work_(asio::prefer(asio::get_associated_executor(handler), asio::execution::outstanding_work.tracked)) {}
-
-    // Hands the result to the waiter's own executor, which clears the
-    // cancellation slot before the handler runs so that no later cancellation
-    // can name this (by then freed) waiter.
-    void complete(std::error_code ec) override {
-      auto ex = work_;
-      asio::post(ex, [this, ec] {
-        auto h = std::move(handler);
-        auto slot = asio::get_associated_cancellation_slot(h);
-        if (slot.is_connected()) slot.clear();
-        delete this;
-        std::move(h)(ec);
-      });
-    }
-
-    Handler handler;
-
-   private:
-    using work_executor = std::decay_t<decltype(asio::prefer(
-        std::declval<asio::associated_executor_t<Handler>>(), asio::execution::outstanding_work.tracked))>;
-    work_executor work_;
-  };
-
-  struct cancel_join {
-    cancel_join(std::shared_ptr<scope_state> s, join_waiter* w) : state(std::move(s)), waiter(w) {}
-    void operator()(asio::cancellation_type type) {
-      if (type == asio::cancellation_type::none) return;
-      if (state->remove_joiner(waiter)) waiter->complete(asio::error::operation_aborted);
+      auto leaving = std::move(task);
+      state->leave(*leaving);
     }
     std::shared_ptr<scope_state> state;
-    join_waiter* waiter;
+    std::shared_ptr<scope_task> task;
+  };
+
+  // Starts the joiner's wait before registering it: a wake-up may come at once
+  // from another thread, and must find the wait to cancel.
+  struct initiate_join {
+    template <typename Handler>
+    void operator()(Handler&& handler, std::shared_ptr<scope_state> state, std::shared_ptr<join_waiter> waiter,
+                    asio::steady_timer* timer) const {
+      timer->async_wait(std::forward<Handler>(handler));
+      if (!state->add_joiner(waiter)) waiter->wake();
+    }
+  };
+
+  // Takes a joiner out of the scope when its frame goes, however it goes:
+  // woken, cancelled, or destroyed with its io_context.
+  struct joiner_registration {
+    std::shared_ptr<scope_state> state;
+    std::shared_ptr<join_waiter> waiter;
+    ~joiner_registration() {
+      state->remove_joiner(*waiter);
+      waiter->forget();
+    }
   };
 
   // The emit runs on the task's executor, serialised with the task itself.
@@ -216,7 +242,7 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
   }
 
   void leave(scope_task& task) {
-    std::vector<join_waiter*> woken;
+    std::vector<std::shared_ptr<join_waiter>> woken;
     {
       std::lock_guard lock(mutex_);
       if (task.prev) task.prev->next = task.next;
@@ -225,30 +251,27 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
       task.prev = task.next = nullptr;
       if (--size_ == 0) woken.swap(joiners_);
     }
-    for (auto* w : woken) w->complete({});
+    for (auto& w : woken) w->wake();
   }
 
-  // False when the scope is already empty: the caller completes the waiter.
-  bool add_joiner(join_waiter* w) {
+  // False when the scope is already empty: the caller wakes the waiter.
+  bool add_joiner(const std::shared_ptr<join_waiter>& w) {
     std::lock_guard lock(mutex_);
     if (size_ == 0) return false;
     joiners_.push_back(w);
     return true;
   }
 
-  bool remove_joiner(join_waiter* w) {
+  void remove_joiner(const join_waiter& w) {
     std::lock_guard lock(mutex_);
-    auto it = std::find(joiners_.begin(), joiners_.end(), w);
-    if (it == joiners_.end()) return false;
-    joiners_.erase(it);
-    return true;
+    std::erase_if(joiners_, [&](const auto& p) { return p.get() == &w; });
   }
 
   mutable std::mutex mutex_;
   scope_task* head_ = nullptr;
   std::size_t size_ = 0;
   bool stop_requested_ = false;
-  std::vector<join_waiter*> joiners_;
+  std::vector<std::shared_ptr<join_waiter>> joiners_;
   std::function<void(std::exception_ptr)> on_exception_;
 };
 
