@@ -561,7 +561,13 @@ class session final : body_source, body_sink {
     for (;;) {
       auto space = buffer_.prepare(1024, 4096);
       auto [read_ec, n] = co_await socket.async_read_some(space, use_nothrow);
-      if (read_ec) co_return;
+      // A read that completes at once, as it does while the peer floods,
+      // never sees a cancel, so the deadline is checked after every read. So
+      // is the scope's (stop_now, the shutdown deadline), lost the same way:
+      // without this, only throw_if_cancelled would end the loop.
+      if (read_ec || interrupted()) co_return;
+      auto cancel = co_await asio::this_coro::cancellation_state;
+      if (cancel.cancelled() != asio::cancellation_type::none) co_return;
     }
   }
 
