@@ -289,6 +289,7 @@ class session final : body_source, body_sink {
     parser_ = &parser;
     body_done_ = head.body == body_kind::none;
     continue_sent_ = false;
+    final_head_sent_ = false;
     io_failed_ = false;
     request req(head, *this);
     const bool over_limit = limit() && served_ > limit();
@@ -410,6 +411,7 @@ class session final : body_source, body_sink {
     serialize_head(res.status, res.headers, f, res.body.size(), keep, http10, out);
     const bool inline_body = send_body && !res.stream && !upgrading;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(out), inline_body ? asio::buffer(res.body) : asio::const_buffer()};
+    final_head_sent_ = true;
     if (!co_await write_all(bufs)) co_return false;
     if (!res.stream || !send_body || upgrading) co_return true;
 
@@ -456,7 +458,8 @@ class session final : body_source, body_sink {
   asio::awaitable<std::string_view> read_some() override {
     consume_pending();
     if (body_done_) co_return std::string_view{};
-    if (parser_->head().expect_continue && !continue_sent_) {
+    // Once the final head is out, a 100 would land inside its body.
+    if (parser_->head().expect_continue && !continue_sent_ && !final_head_sent_) {
       continue_sent_ = true;
       static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
       std::array<asio::const_buffer, 1> b{asio::buffer(go_on)};
@@ -586,6 +589,7 @@ class session final : body_source, body_sink {
   std::size_t served_ = 0;
   bool body_done_ = true;
   bool continue_sent_ = false;
+  bool final_head_sent_ = false;  // no 100 Continue may follow
   bool chunked_ = false;
   bool io_failed_ = false;  // a body read or write of ours failed under the handler
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
