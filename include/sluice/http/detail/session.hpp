@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <stdexcept>
 #include <functional>
 #include <memory>
 #include <string>
@@ -63,6 +64,9 @@ struct server_core {
   std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
   std::atomic<bool> forcing{false};
+  // Request bodies a handler left unread that proved malformed or too large
+  // while being discarded after the response (see basic_server).
+  std::atomic<std::uint64_t> unread_bodies_rejected{0};
 };
 
 // Request parsers kept for reuse on this thread: once warm, a request costs
@@ -297,14 +301,32 @@ class session final : body_source, body_sink {
     std::optional<response> handled;
     if (over_limit)
       handled = error_response(503, "too many requests on one connection");
+    else if (connect_with_content(head))
+      handled = error_response(400, "CONNECT request with content");
     else
       handled = co_await call_handler(req);
     if (!handled) co_return next::abort;
     response& res = *handled;
     consume_pending();
+    if (auto unsendable = check_sendable(res)) {
+      report(unsendable);
+      res = status_response(500, {});  // the connection itself is intact: it stays usable
+    }
 
     bool keep = head.keep_alive && !over_limit && !res.headers.has_token("connection", "close");
-    const bool upgrading = res.upgrade && (res.status == 101 || (head.method == "CONNECT" && res.status / 100 == 2));
+    bool upgrading = res.upgrade && (res.status == 101 || (head.method == "CONNECT" && res.status / 100 == 2));
+    // The new protocol starts after the whole request (RFC 9110 7.8): what is
+    // left of its body is discarded first, and a body that cannot be (too
+    // large, malformed, stalled) refuses the switch.
+    if (upgrading && !body_done_) {
+      const std::error_code failed = co_await discard_body();
+      if (failed) {
+        auto refusal = refusal_for(failed);
+        if (!refusal) co_return next::abort;
+        res = std::move(*refusal);
+        upgrading = false;
+      }
+    }
     if (head.upgrade && !upgrading) keep = false;  // the bytes after that head are not HTTP
     if (!body_done_ && (head.expect_continue && !continue_sent_)) keep = false;
     // An unread body known to exceed max_discard will not be discarded: the
@@ -325,8 +347,48 @@ class session final : body_source, body_sink {
       co_return next::abort;
     }
     if (!keep) co_return next::close;
-    if (!body_done_ && !co_await discard_body()) co_return next::close;
+    if (!body_done_) {
+      // Too late for an error response: the connection closes after the one
+      // sent, lingering so that a reset cannot destroy it.
+      const std::error_code failed = co_await discard_body();
+      if (failed.category() == http_category())
+        core_.unread_bodies_rejected.fetch_add(1, std::memory_order_relaxed);
+      if (failed) co_return next::close;
+    }
     co_return next::keep_alive;
+  }
+
+  // RFC 9110 9.3.6: a CONNECT request has no content, so one that declares
+  // some is read differently by different servers. Refused rather than
+  // guessed at: its tunnel would start where another reader sees a body.
+  static bool connect_with_content(const request_head& head) {
+    if (head.method != "CONNECT") return false;
+    auto length = head.headers.get("content-length");
+    return head.headers.get("transfer-encoding") || (length && *length != "0");
+  }
+
+  // Why the handler's response cannot go on the wire as it is, if it cannot:
+  // a header field that would split it, or a 1xx status as a final one,
+  // which the client would complete with the next request's response.
+  static std::exception_ptr check_sendable(const response& res) {
+    try {
+      check_fields(res.headers);
+      const bool interim = res.status < 200 && !(res.status == 101 && res.upgrade);
+      if (interim || res.status > 999)
+        throw std::invalid_argument("sluice::http: status " + std::to_string(res.status) +
+                                    " cannot be a final response");
+    } catch (const std::invalid_argument&) {
+      return std::current_exception();
+    }
+    return nullptr;
+  }
+
+  // The response refusing a protocol switch whose request body could not be
+  // read; none when the connection is gone.
+  static std::optional<response> refusal_for(std::error_code failed) {
+    if (failed.category() == http_category()) return error_response(status_for(failed), failed.message());
+    if (failed == asio::error::timed_out) return error_response(408, "the request body stalled");
+    return std::nullopt;
   }
 
   std::size_t limit() const { return core_.options.max_requests_per_connection; }
@@ -385,12 +447,17 @@ class session final : body_source, body_sink {
     co_return error_response(500, {});
   }
 
-  static response error_response(unsigned status, std::string_view what) {
+  // "<status> <reason>[: what]" as a text response.
+  static response status_response(unsigned status, std::string_view what) {
     std::string body = std::to_string(status);
     body.append(" ").append(reason_phrase(status));
     if (!what.empty()) body.append(": ").append(what);
     body.push_back('\n');
-    auto res = response::text(status, std::move(body));
+    return response::text(status, std::move(body));
+  }
+
+  static response error_response(unsigned status, std::string_view what) {
+    auto res = status_response(status, what);
     res.headers.add("Connection", "close");
     return res;
   }
@@ -498,18 +565,20 @@ class session final : body_source, body_sink {
   }
 
   // Reads and drops what the handler left of the request body, within
-  // max_discard, so that the connection can serve its next request.
-  asio::awaitable<bool> discard_body() {
+  // max_discard, so that the connection can serve its next request. Empty
+  // when done, else why not: an http::error for a malformed or too large
+  // body, or the I/O failure.
+  asio::awaitable<std::error_code> discard_body() {
     std::size_t dropped = 0;
     try {
       for (;;) {
         auto piece = co_await read_some();
-        if (piece.empty()) co_return true;
+        if (piece.empty()) co_return std::error_code{};
         dropped += piece.size();
-        if (dropped > core_.options.max_discard) co_return false;
+        if (dropped > core_.options.max_discard) co_return make_error_code(error::body_too_large);
       }
-    } catch (const std::system_error&) {
-      co_return false;
+    } catch (const std::system_error& e) {
+      co_return e.code();
     }
   }
 
