@@ -163,6 +163,12 @@ inline std::string_view http_date() {
   return {cached, detail::imf_fixdate_size};
 }
 
+// Throws std::invalid_argument for a field serialize_head would reject, so that a caller can
+// refuse a response before any of it is written.
+inline void check_fields(const fields& headers) {
+  for (const fields::field field : headers) detail::check_field(field);
+}
+
 // Appends a complete response head:
 //   "HTTP/1.1 <status> <reason>\r\n", the caller's headers (minus Content-Length,
 //   Transfer-Encoding, Connection), "Date" unless given, then framing: "Content-Length: n" for

@@ -29,6 +29,26 @@
 //   pipelined requests are answered in order.
 // - Malformed requests get their status (400, 413, 414, 431, 501, 505) with
 //   "Connection: close"; the server goes on serving everyone else.
+// - A request body the handler left unread is discarded after its response,
+//   within max_discard. If it proves malformed or too large then, nothing
+//   more can be said: the connection closes after that response (sent whole,
+//   possibly without "Connection: close"; a request pipelined after it is
+//   not answered), with a lingering close, and unread_bodies_rejected()
+//   counts it.
+// - A response that cannot be sent as the handler built it (CR, LF or a
+//   control in a header field; a 1xx status, except 101 with an upgrade
+//   function) is answered with a 500 instead and reported to
+//   on_handler_error; the connection stays usable.
+// - 100 Continue is sent only before the final response head: a handler
+//   that starts its response before reading the body gets no 100 (the
+//   client sends the body on seeing the head, or after its own wait), and
+//   that response closes the connection.
+// - An upgrade (101, or 2xx to CONNECT) starts after the whole request: the
+//   rest of its body is discarded first, within max_discard, and one that
+//   cannot be (too large, malformed, stalled) gets 413, 400 or 408 instead of
+//   the switch, with the close. A CONNECT that declares content gets 400.
+// - A lingering close lasts at most linger_timeout however fast the peer
+//   sends, and ends at once at stop_now() or the shutdown deadline.
 // - Idle keep-alive connections hold no read buffer (plain TCP).
 // - Call shutdown() and stop_now() from outside the server's own handlers: a
 //   handler is one of the sessions being stopped (see sluice/signals.hpp for
@@ -155,6 +175,12 @@ class basic_server {
   // Open connections by state.
   state_counts connections() const { return state_->core.registry.counts(); }
   std::uint64_t accepted() const { return state_->tcp->accepted(); }
+  // Request bodies a handler left unread that proved malformed or larger than
+  // max_discard while the server discarded them. Each one's response was
+  // already out, whole: its connection closed after it (a lingering close).
+  std::uint64_t unread_bodies_rejected() const {
+    return state_->core.unread_bodies_rejected.load(std::memory_order_relaxed);
+  }
   // True from the start of shutdown(), drain_delay included: what a
   // readiness probe should report.
   bool draining() const { return state_->core.not_ready.load(std::memory_order_acquire); }

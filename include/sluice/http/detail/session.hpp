@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <stdexcept>
 #include <functional>
 #include <memory>
 #include <string>
@@ -63,6 +64,9 @@ struct server_core {
   std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
   std::atomic<bool> forcing{false};
+  // Request bodies a handler left unread that proved malformed or too large
+  // while being discarded after the response (see basic_server).
+  std::atomic<std::uint64_t> unread_bodies_rejected{0};
 };
 
 // Request parsers kept for reuse on this thread: once warm, a request costs
@@ -289,6 +293,7 @@ class session final : body_source, body_sink {
     parser_ = &parser;
     body_done_ = head.body == body_kind::none;
     continue_sent_ = false;
+    final_head_sent_ = false;
     io_failed_ = false;
     request req(head, *this);
     const bool over_limit = limit() && served_ > limit();
@@ -296,14 +301,32 @@ class session final : body_source, body_sink {
     std::optional<response> handled;
     if (over_limit)
       handled = error_response(503, "too many requests on one connection");
+    else if (connect_with_content(head))
+      handled = error_response(400, "CONNECT request with content");
     else
       handled = co_await call_handler(req);
     if (!handled) co_return next::abort;
     response& res = *handled;
     consume_pending();
+    if (auto unsendable = check_sendable(res)) {
+      report(unsendable);
+      res = status_response(500, {});  // the connection itself is intact: it stays usable
+    }
 
     bool keep = head.keep_alive && !over_limit && !res.headers.has_token("connection", "close");
-    const bool upgrading = res.upgrade && (res.status == 101 || (head.method == "CONNECT" && res.status / 100 == 2));
+    bool upgrading = res.upgrade && (res.status == 101 || (head.method == "CONNECT" && res.status / 100 == 2));
+    // The new protocol starts after the whole request (RFC 9110 7.8): what is
+    // left of its body is discarded first, and a body that cannot be (too
+    // large, malformed, stalled) refuses the switch.
+    if (upgrading && !body_done_) {
+      const std::error_code failed = co_await discard_body();
+      if (failed) {
+        auto refusal = refusal_for(failed);
+        if (!refusal) co_return next::abort;
+        res = std::move(*refusal);
+        upgrading = false;
+      }
+    }
     if (head.upgrade && !upgrading) keep = false;  // the bytes after that head are not HTTP
     if (!body_done_ && (head.expect_continue && !continue_sent_)) keep = false;
     // An unread body known to exceed max_discard will not be discarded: the
@@ -324,8 +347,48 @@ class session final : body_source, body_sink {
       co_return next::abort;
     }
     if (!keep) co_return next::close;
-    if (!body_done_ && !co_await discard_body()) co_return next::close;
+    if (!body_done_) {
+      // Too late for an error response: the connection closes after the one
+      // sent, lingering so that a reset cannot destroy it.
+      const std::error_code failed = co_await discard_body();
+      if (failed.category() == http_category())
+        core_.unread_bodies_rejected.fetch_add(1, std::memory_order_relaxed);
+      if (failed) co_return next::close;
+    }
     co_return next::keep_alive;
+  }
+
+  // RFC 9110 9.3.6: a CONNECT request has no content, so one that declares
+  // some is read differently by different servers. Refused rather than
+  // guessed at: its tunnel would start where another reader sees a body.
+  static bool connect_with_content(const request_head& head) {
+    if (head.method != "CONNECT") return false;
+    auto length = head.headers.get("content-length");
+    return head.headers.get("transfer-encoding") || (length && *length != "0");
+  }
+
+  // Why the handler's response cannot go on the wire as it is, if it cannot:
+  // a header field that would split it, or a 1xx status as a final one,
+  // which the client would complete with the next request's response.
+  static std::exception_ptr check_sendable(const response& res) {
+    try {
+      check_fields(res.headers);
+      const bool interim = res.status < 200 && !(res.status == 101 && res.upgrade);
+      if (interim || res.status > 999)
+        throw std::invalid_argument("sluice::http: status " + std::to_string(res.status) +
+                                    " cannot be a final response");
+    } catch (const std::invalid_argument&) {
+      return std::current_exception();
+    }
+    return nullptr;
+  }
+
+  // The response refusing a protocol switch whose request body could not be
+  // read; none when the connection is gone.
+  static std::optional<response> refusal_for(std::error_code failed) {
+    if (failed.category() == http_category()) return error_response(status_for(failed), failed.message());
+    if (failed == asio::error::timed_out) return error_response(408, "the request body stalled");
+    return std::nullopt;
   }
 
   std::size_t limit() const { return core_.options.max_requests_per_connection; }
@@ -384,12 +447,17 @@ class session final : body_source, body_sink {
     co_return error_response(500, {});
   }
 
-  static response error_response(unsigned status, std::string_view what) {
+  // "<status> <reason>[: what]" as a text response.
+  static response status_response(unsigned status, std::string_view what) {
     std::string body = std::to_string(status);
     body.append(" ").append(reason_phrase(status));
     if (!what.empty()) body.append(": ").append(what);
     body.push_back('\n');
-    auto res = response::text(status, std::move(body));
+    return response::text(status, std::move(body));
+  }
+
+  static response error_response(unsigned status, std::string_view what) {
+    auto res = status_response(status, what);
     res.headers.add("Connection", "close");
     return res;
   }
@@ -410,6 +478,7 @@ class session final : body_source, body_sink {
     serialize_head(res.status, res.headers, f, res.body.size(), keep, http10, out);
     const bool inline_body = send_body && !res.stream && !upgrading;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(out), inline_body ? asio::buffer(res.body) : asio::const_buffer()};
+    final_head_sent_ = true;
     if (!co_await write_all(bufs)) co_return false;
     if (!res.stream || !send_body || upgrading) co_return true;
 
@@ -456,7 +525,8 @@ class session final : body_source, body_sink {
   asio::awaitable<std::string_view> read_some() override {
     consume_pending();
     if (body_done_) co_return std::string_view{};
-    if (parser_->head().expect_continue && !continue_sent_) {
+    // Once the final head is out, a 100 would land inside its body.
+    if (parser_->head().expect_continue && !continue_sent_ && !final_head_sent_) {
       continue_sent_ = true;
       static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
       std::array<asio::const_buffer, 1> b{asio::buffer(go_on)};
@@ -495,18 +565,20 @@ class session final : body_source, body_sink {
   }
 
   // Reads and drops what the handler left of the request body, within
-  // max_discard, so that the connection can serve its next request.
-  asio::awaitable<bool> discard_body() {
+  // max_discard, so that the connection can serve its next request. Empty
+  // when done, else why not: an http::error for a malformed or too large
+  // body, or the I/O failure.
+  asio::awaitable<std::error_code> discard_body() {
     std::size_t dropped = 0;
     try {
       for (;;) {
         auto piece = co_await read_some();
-        if (piece.empty()) co_return true;
+        if (piece.empty()) co_return std::error_code{};
         dropped += piece.size();
-        if (dropped > core_.options.max_discard) co_return false;
+        if (dropped > core_.options.max_discard) co_return make_error_code(error::body_too_large);
       }
-    } catch (const std::system_error&) {
-      co_return false;
+    } catch (const std::system_error& e) {
+      co_return e.code();
     }
   }
 
@@ -561,7 +633,13 @@ class session final : body_source, body_sink {
     for (;;) {
       auto space = buffer_.prepare(1024, 4096);
       auto [read_ec, n] = co_await socket.async_read_some(space, use_nothrow);
-      if (read_ec) co_return;
+      // A read that completes at once, as it does while the peer floods,
+      // never sees a cancel, so the deadline is checked after every read. So
+      // is the scope's (stop_now, the shutdown deadline), lost the same way:
+      // without this, only throw_if_cancelled would end the loop.
+      if (read_ec || interrupted()) co_return;
+      auto cancel = co_await asio::this_coro::cancellation_state;
+      if (cancel.cancelled() != asio::cancellation_type::none) co_return;
     }
   }
 
@@ -580,6 +658,7 @@ class session final : body_source, body_sink {
   std::size_t served_ = 0;
   bool body_done_ = true;
   bool continue_sent_ = false;
+  bool final_head_sent_ = false;  // no 100 Continue may follow
   bool chunked_ = false;
   bool io_failed_ = false;  // a body read or write of ours failed under the handler
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
