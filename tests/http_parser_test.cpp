@@ -1075,3 +1075,96 @@ TEST_SUITE("http serializer") {
     CHECK(out.rfind("HTTP/1.1 414 URI Too Long\r\n", 0) == 0);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+TEST_SUITE("http parser: chunk framing bound") {
+  const std::string te = with_host("Transfer-Encoding: chunked\r\n\r\n");
+
+  // Feeds a chunked body in 1000-byte pieces; returns the parser for its counters at the end.
+  http::request_parser& feed_body(http::request_parser& p, std::string_view body) {
+    REQUIRE(p.parse_head(te) == status::head_done);
+    std::string buf;
+    for (std::size_t at = 0; at < body.size(); at += 1000) {
+      buf.append(body.substr(at, 1000));
+      for (auto st = status::body_data; st == status::body_data;) {
+        const auto r = p.parse_body(buf);
+        if (r.st == status::error || r.st == status::message_done) return p;
+        buf.erase(0, r.consumed);
+        st = r.st;
+      }
+    }
+    return p;
+  }
+
+  std::string repeated(std::string_view chunk, std::size_t times) {
+    std::string out;
+    for (std::size_t i = 0; i < times; ++i) out += chunk;
+    return out;
+  }
+
+  TEST_CASE("an extension flood is cut at max_chunk_framing beyond the body: 413") {
+    // The CVE-2024-22019 shape: one body byte per 4 KB chunk-size line.
+    const std::string chunk = "1;" + std::string(4000, 'e') + "\r\nx\r\n";
+    const std::string flood = repeated(chunk, 1000) + "0\r\n\r\n";
+    http::request_parser p;
+    feed_body(p, flood);
+    CHECK(p.error() == http::error::chunk_framing_too_large);
+    CHECK(http::status_for(p.error()) == 413);
+    // Cut at the first byte over: framing == body + allowance, and nothing more was taken.
+    CHECK(p.body_bytes_seen() == 4);
+    CHECK(p.body_wire_bytes() == 2 * p.body_bytes_seen() + 16 * 1024);
+    CHECK(error_of(te + flood) == http::error::chunk_framing_too_large);
+  }
+
+  TEST_CASE("a flood of tiny chunks is cut once its framing outruns the body") {
+    http::request_parser p;
+    feed_body(p, repeated("1\r\nx\r\n", 10000));  // 5 framing bytes per body byte
+    CHECK(p.error() == http::error::chunk_framing_too_large);
+    CHECK(p.body_bytes_seen() < 16 * 1024 / 4 + 1);
+    CHECK(p.body_wire_bytes() <= 2 * p.body_bytes_seen() + 16 * 1024);
+    // Leading zeros are framing too.
+    http::request_parser zeros;
+    feed_body(zeros, repeated(std::string(3000, '0') + "1\r\nx\r\n", 100));
+    CHECK(zeros.error() == http::error::chunk_framing_too_large);
+  }
+
+  TEST_CASE("chunks as long as their framing are never cut, however many") {
+    const message m = single(te + repeated("5\r\nhello\r\n", 20000) + "0;last=1\r\nT: v\r\n\r\n");
+    CHECK(m.body.size() == 100000);
+    CHECK(m.trailers.size() == 1);
+  }
+
+  TEST_CASE("the allowance boundary, trailers counted") {
+    http::parser_limits limits;
+    const std::string body = "0\r\nA: 1234567890\r\n\r\n";  // 20 bytes of framing, no body
+    limits.max_chunk_framing = 20;
+    CHECK(single(te + body, limits).trailers.size() == 1);
+    limits.max_chunk_framing = 19;
+    CHECK(error_of(te + body, limits) == http::error::chunk_framing_too_large);
+    limits.max_chunk_framing = 2;  // "0\r" fits, the LF does not
+    CHECK(error_of(te + body, limits) == http::error::chunk_framing_too_large);
+    // Body bytes extend the allowance: 10 framing bytes with 1 byte of body.
+    limits.max_chunk_framing = 9;
+    CHECK(single(te + "1\r\nx\r\n0\r\n\r\n", limits).body == "x");
+    limits.max_chunk_framing = 8;
+    CHECK(error_of(te + "1\r\nx\r\n0\r\n\r\n", limits) == http::error::chunk_framing_too_large);
+    // The trailer limit still answers 431 when it is the smaller one.
+    limits = {};
+    limits.max_trailer_bytes = 10;
+    CHECK(error_of(te + body, limits) == http::error::trailers_too_large);
+  }
+
+  TEST_CASE("body_wire_bytes: body and framing as received; body only for Content-Length") {
+    http::request_parser p;
+    REQUIRE(p.parse_head(te) == status::head_done);
+    const std::string body = "5;a=b\r\nhello\r\n0\r\nT: 1\r\n\r\n";
+    CHECK(p.parse_body(body).st == status::message_done);
+    CHECK(p.body_wire_bytes() == body.size());
+    CHECK(p.body_bytes_seen() == 5);
+
+    http::request_parser q;
+    REQUIRE(q.parse_head(with_host("Content-Length: 3\r\n\r\n")) == status::head_done);
+    CHECK(q.parse_body("abcNEXT").st == status::message_done);
+    CHECK(q.body_wire_bytes() == 3);
+  }
+}

@@ -43,6 +43,7 @@ http::parser_limits choose_limits(std::uint32_t seed) {
     limits.max_body = (seed >> 18) % 512;
     limits.max_chunk_line = 1 + (seed >> 27) % 32;
     limits.max_trailer_bytes = (seed >> 9) % 64;
+    limits.max_chunk_framing = (seed >> 21) % 128;
   }
   limits.require_host = (seed & 2) != 0;
   return limits;
@@ -173,6 +174,9 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
       body.append(r.data);
       FUZZ_ASSERT(p.body_bytes_seen() == body.size());
       FUZZ_ASSERT(body.size() <= limits.max_body);
+      // Framing never outruns the body by more than its allowance.
+      if (h.body == http::body_kind::length) FUZZ_ASSERT(p.body_wire_bytes() == body.size());
+      FUZZ_ASSERT(p.body_wire_bytes() <= 2 * body.size() + limits.max_chunk_framing);
       buf.erase(0, r.consumed);
       if (r.st == status::message_done) break;
       if (r.st == status::need_more) {
@@ -199,7 +203,7 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
     }
     p.reset();
     FUZZ_ASSERT(!p.error() && p.head_size() == 0 && p.trailers().empty() &&
-                p.body_bytes_seen() == 0);
+                p.body_bytes_seen() == 0 && p.body_wire_bytes() == 0);
   }
 }
 

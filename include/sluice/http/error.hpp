@@ -45,6 +45,7 @@ enum class error {
   missing_chunk_crlf,
   // 413 Content Too Large.
   body_too_large,
+  chunk_framing_too_large,
   // 414 URI Too Long.
   uri_too_long,
   // 431 Request Header Fields Too Large.
@@ -95,6 +96,8 @@ class error_category_impl final : public std::error_category {
       case error::chunk_line_too_long: return "chunk-size line too long";
       case error::missing_chunk_crlf: return "missing CRLF after chunk data";
       case error::body_too_large: return "request body too large";
+      case error::chunk_framing_too_large:
+        return "chunk framing (sizes, extensions, trailers) out of proportion to the body";
       case error::uri_too_long: return "request-target too long";
       case error::headers_too_large: return "request header section too large";
       case error::too_many_headers: return "too many header fields";
@@ -123,7 +126,8 @@ inline std::error_code make_error_code(error e) noexcept {
 inline unsigned status_for(std::error_code ec) noexcept {
   if (ec.category() != http_category()) return 500;
   switch (static_cast<error>(ec.value())) {
-    case error::body_too_large: return 413;
+    case error::body_too_large:
+    case error::chunk_framing_too_large: return 413;
     case error::uri_too_long: return 414;
     case error::headers_too_large:
     case error::too_many_headers:

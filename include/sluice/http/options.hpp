@@ -47,7 +47,8 @@ struct server_options {
   // arrived (pipelined): that one is then answered with 503 and the close.
   std::size_t max_requests_per_connection = 0;
   // A request body the handler left unread is read and discarded, up to this
-  // many bytes, to keep the connection; a larger one closes it instead.
+  // many bytes as sent (chunk framing included), to keep the connection; a
+  // larger one closes it instead.
   std::size_t max_discard = 256 * 1024;
   // Told of exceptions escaping handlers (each answered with 500). By default
   // each is reported on stderr.

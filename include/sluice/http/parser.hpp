@@ -7,6 +7,12 @@
 // soon as it is received, not at the end of the line. No exceptions on bad input; allocations
 // only grow the head's storage, which reset() keeps for the next message.
 //
+// Chunk framing is bounded per message: size lines, extensions, the CRLFs after data and the
+// trailers may exceed the body bytes received so far by at most max_chunk_framing (413 beyond).
+// Chunks whose data is at least as long as their framing never hit it; a flood of extensions or
+// of tiny chunks does, so every wire byte of a chunked body is either body, bounded by max_body,
+// or framing, bounded by max_body + max_chunk_framing (the class of CVE-2024-22019).
+//
 // One parser per connection; not thread-safe.
 #pragma once
 
@@ -35,6 +41,9 @@ struct parser_limits {
   std::uint64_t max_body = 8 * 1024 * 1024;  // declared or chunked total: 413
   std::size_t max_chunk_line = 4 * 1024;     // chunk-size line incl. extensions and CRLF: 400
   std::size_t max_trailer_bytes = 8 * 1024;  // 431
+  // Chunk framing (size lines, extensions, CRLFs, trailers) allowed beyond the body bytes
+  // received so far, per message: 413. Node allows 16 KiB of extensions per message.
+  std::size_t max_chunk_framing = 16 * 1024;
   // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. A server-side policy more than a
   // syntax rule: a parser used behind a proxy or for testing may turn it off.
   bool require_host = true;
@@ -195,6 +204,8 @@ class request_parser {
 
   const fields& trailers() const noexcept { return trailers_; }
   std::uint64_t body_bytes_seen() const noexcept { return msg_.body_seen; }
+  // Bytes of the body consumed so far as they were on the wire: the body and its chunk framing.
+  std::uint64_t body_wire_bytes() const noexcept { return msg_.body_seen + msg_.framing_seen; }
   std::error_code error() const noexcept { return msg_.error; }
   const parser_limits& limits() const noexcept { return limits_; }
 
@@ -523,8 +534,11 @@ class request_parser {
       }
       if (p == end) break;
       if (msg_.chunk == chunk_state::trailers) {
-        const std::size_t budget = limits_.max_trailer_bytes - msg_.trailer_bytes;
-        const char* const stop = static_cast<std::size_t>(end - p) > budget ? p + budget : end;
+        const std::size_t trailer_budget = limits_.max_trailer_bytes - msg_.trailer_bytes;
+        const std::uint64_t budget = std::min<std::uint64_t>(trailer_budget, framing_budget());
+        const char* const stop = static_cast<std::uint64_t>(end - p) > budget
+                                     ? p + static_cast<std::size_t>(budget)
+                                     : end;
         const auto r =
             scanner_.scan(p, stop, trailers_, [this](std::string_view, std::string_view) {
               return trailers_.size() > limits_.max_header_count ? http::error::too_many_headers
@@ -532,12 +546,16 @@ class request_parser {
             });
         if (r.res == detail::field_scanner::result::error) return failed_body(r.err);
         msg_.trailer_bytes += static_cast<std::size_t>(r.stop - p);
+        msg_.framing_seen += static_cast<std::size_t>(r.stop - p);
         p = r.stop;
         if (r.res == detail::field_scanner::result::done) {
           msg_.in = phase::done;
           return {status::message_done, static_cast<std::size_t>(p - begin), data};
         }
-        if (stop != end) return failed_body(http::error::trailers_too_large);
+        if (stop != end)
+          return failed_body(msg_.trailer_bytes == limits_.max_trailer_bytes
+                                 ? http::error::trailers_too_large
+                                 : http::error::chunk_framing_too_large);
         continue;
       }
       if (const http::error e = chunk_byte(*p); e != detail::ok) return failed_body(e);
@@ -558,6 +576,8 @@ class request_parser {
     using detail::is_ows;
     using detail::is_tchar;
     using cs = chunk_state;
+    if (framing_budget() == 0) return http::error::chunk_framing_too_large;
+    ++msg_.framing_seen;
     if (msg_.chunk == cs::data_cr)
       return to(c == '\r', cs::data_lf, http::error::missing_chunk_crlf);
     if (msg_.chunk == cs::data_lf) return to(c == '\n', cs::size_start, http::error::bare_cr);
@@ -614,6 +634,14 @@ class request_parser {
     return detail::ok;
   }
 
+  // Framing bytes the message may still use before the body must catch up with it.
+  std::uint64_t framing_budget() const noexcept {
+    constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t allowed =
+        msg_.body_seen + std::min<std::uint64_t>(limits_.max_chunk_framing, max - msg_.body_seen);
+    return allowed - msg_.framing_seen;  // never negative: every framing byte is checked
+  }
+
   // After the size or a complete extension: another extension, BWS before one, or the CR.
   http::error after_extension(char c) noexcept {
     if (c == ';') return to(true, chunk_state::ext_name_start, detail::ok);
@@ -655,6 +683,7 @@ class request_parser {
     std::uint64_t remaining = 0;   // of a Content-Length body
     std::uint64_t chunk_size = 0;  // while reading the size, then what is left of the chunk
     std::uint64_t body_seen = 0;
+    std::uint64_t framing_seen = 0;  // chunk framing bytes, trailers included
 
     bool content_length_seen = false;
     bool te_seen = false;
