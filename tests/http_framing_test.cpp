@@ -1,6 +1,6 @@
 // Hostile framing over loopback: chunk framing floods (the class of CVE-2024-22019) against
-// handlers that read the body and handlers that leave it, and max_discard counted in wire bytes.
-// The parser-level rules are in http_parser_test.cpp.
+// handlers that read the body and handlers that leave it, max_discard counted in wire bytes, and
+// absolute-form targets reconciled with Host. The parser-level rules are in http_parser_test.cpp.
 //
 // Client and server share one single-threaded io_context; the tests wait on events (a response,
 // an end of stream, a connection's end), never on sleeps.
@@ -181,6 +181,42 @@ TEST_CASE("max_discard counts the body's wire bytes, chunk framing included") {
     co_await small.send(chunked_post + "1;a=b\r\nx\r\n0\r\n\r\n" + get("/next"));
     CHECK((co_await small.read_response()).body == "/upload");
     CHECK((co_await small.read_response()).body == "/next");
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("an absolute-form target: path() is its path, its authority wins over Host") {
+  asio::io_context io;
+  http::server srv(
+      io.get_executor(),
+      [](http::request& req) -> awaitable<http::response> {
+        std::string text = "path=";
+        text.append(req.path()).append(" query=").append(req.query());
+        text.append(" authority=").append(req.authority()).append(" target=").append(req.target());
+        co_return http::response::text(200, std::move(text));
+      },
+      long_timeouts());
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await http_client::connect(ep);
+    auto r = co_await c.request("GET http://evil.example/p?q=1 HTTP/1.1\r\nHost: good\r\n\r\n");
+    CHECK(r.body == "path=/p query=q=1 authority=evil.example target=http://evil.example/p?q=1");
+    r = co_await c.request("GET HTTP://evil.example?q=1 HTTP/1.1\r\nHost: good\r\n\r\n");
+    CHECK(r.body == "path=/ query=q=1 authority=evil.example target=HTTP://evil.example?q=1");
+    r = co_await c.request("GET /p?q=1 HTTP/1.1\r\nHost: good\r\n\r\n");
+    CHECK(r.body == "path=/p query=q=1 authority=good target=/p?q=1");
+
+    for (std::string_view bad : {"GET http://good@evil.example/ HTTP/1.1\r\nHost: good\r\n\r\n",
+                                 "GET ftp://good/ HTTP/1.1\r\nHost: good\r\n\r\n",
+                                 "GET http:/p HTTP/1.1\r\nHost: good\r\n\r\n"}) {
+      INFO(bad);
+      auto rejected = co_await http_client::connect(ep);
+      r = co_await rejected.request(bad);
+      CHECK(r.status == 400);
+      CHECK(r.closes());
+      CHECK((co_await rejected.wait_closed()).ec == asio::error::eof);
+    }
     co_await srv.stop_now();
   });
 }

@@ -14,6 +14,10 @@ enum class error {
   // 400 Bad Request: the request line is malformed.
   invalid_method = 1,
   invalid_target,
+  invalid_target_form,
+  unsupported_target_scheme,
+  invalid_target_authority,
+  userinfo_in_target,
   missing_version,
   invalid_version,
   // 400: line structure.
@@ -68,6 +72,12 @@ class error_category_impl final : public std::error_category {
     switch (static_cast<error>(ev)) {
       case error::invalid_method: return "invalid character in method";
       case error::invalid_target: return "invalid character in request-target";
+      case error::invalid_target_form:
+        return "request-target in none of the forms its method allows";
+      case error::unsupported_target_scheme:
+        return "absolute-form request-target with a scheme other than http or https";
+      case error::invalid_target_authority: return "request-target without a valid authority";
+      case error::userinfo_in_target: return "userinfo in the request-target's authority";
       case error::missing_version: return "request line without HTTP version";
       case error::invalid_version: return "malformed HTTP version";
       case error::bare_cr: return "bare CR (CR not followed by LF)";
