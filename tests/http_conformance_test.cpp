@@ -42,6 +42,9 @@ const std::map<std::string, std::string, std::less<>> deliberate_differences = {
      "ANNOUNCE over HTTP: accepted, any token is a method (RFC 9110 9.1); llhttp "
      "knows a fixed list"},
     {"invalid:359", "MKCOLA: accepted, any token is a method (RFC 9110 9.1)"},
+    {"uri:225",
+     "userinfo in an absolute-form target: 400 (RFC 9110 4.2.4 deprecates it; it can make a "
+     "URI look like another host's)"},
     {"transfer-encoding:754",
      "'deflate, chunked': 501, we do not decode deflate; llhttp hands "
      "the still-deflated body over"},

@@ -33,6 +33,7 @@ struct message {
   std::uint64_t content_length = 0;
   bool keep_alive = false, expect_continue = false, upgrade = false;
   std::string body;
+  std::string authority, path_and_query;
   bool operator==(const message&) const = default;
 };
 
@@ -93,7 +94,9 @@ outcome run(const std::vector<std::string_view>& pieces, http::parser_limits lim
               h.keep_alive,
               h.expect_continue,
               h.upgrade,
-              {}};
+              {},
+              std::string(h.authority),
+              std::string(h.path_and_query)};
     buf.erase(0, parser.head_size());
     for (;;) {
       auto r = parser.parse_body(buf);
@@ -635,7 +638,8 @@ TEST_SUITE("http parser: incremental behaviour") {
         target[at] = c;
         http::request_parser p;
         const status st = p.parse_head("GET " + target + " HTTP/1.1\r\nHost: h\r\n\r\n");
-        const bool target_ok = at > 0 ? (b > 0x20 && b < 0x7f) : b == '/' || (b > 0x20 && b < 0x7f);
+        // At 0 only origin-form's '/': "xaaa" is in no form, even when x is a visible byte.
+        const bool target_ok = at > 0 ? (b > 0x20 && b < 0x7f) : b == '/';
         CHECK_MESSAGE((st == status::head_done) == target_ok, "target byte ", b, " at ", at);
 
         std::string value(24, 'v');
@@ -1073,5 +1077,184 @@ TEST_SUITE("http serializer") {
     out.clear();
     http::serialize_error(http::make_error_code(http::error::uri_too_long), out);
     CHECK(out.rfind("HTTP/1.1 414 URI Too Long\r\n", 0) == 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_SUITE("http parser: request-target forms") {
+  TEST_CASE("absolute-form: the path is the path and the target's authority wins over Host") {
+    const message m = single("GET http://evil.example/a/b?x=1 HTTP/1.1\r\nHost: good\r\n\r\n");
+    CHECK(m.target == "http://evil.example/a/b?x=1");
+    CHECK(m.authority == "evil.example");
+    CHECK(m.path_and_query == "/a/b?x=1");
+    // Scheme case-insensitive (RFC 3986 3.1); an empty path is "/" (RFC 9112 3.2.1).
+    const message q = single("GET HTTPS://Evil.Example:8443?q=1 HTTP/1.1\r\nHost: good\r\n\r\n");
+    CHECK(q.authority == "Evil.Example:8443");
+    CHECK(q.path_and_query == "/?q=1");
+    CHECK(single("GET http://[::1]:80 HTTP/1.0\r\n\r\n").path_and_query == "/");
+    CHECK(single("GET http://[::1]:80 HTTP/1.0\r\n\r\n").authority == "[::1]:80");
+    CHECK(single("GET http://a.b HTTP/1.1\r\nHost: c\r\n\r\n").path_and_query == "/");
+    CHECK(single("OPTIONS http://a.b:/ HTTP/1.1\r\nHost: c\r\n\r\n").authority == "a.b:");
+  }
+
+  TEST_CASE("origin-form and asterisk-form leave the authority to Host; CONNECT names it") {
+    const message origin = single("GET /x?y HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(origin.authority.empty());
+    CHECK(origin.path_and_query == "/x?y");
+    CHECK(single("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").path_and_query == "*");
+    const outcome tunnel = run_all_ways("CONNECT Example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+    REQUIRE(tunnel.messages.size() == 1);
+    CHECK(tunnel.messages[0].authority == "Example.com:443");
+    CHECK(tunnel.messages[0].path_and_query.empty());
+    CHECK(run_all_ways("CONNECT [2001:db8::1]:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+              .messages.at(0)
+              .authority == "[2001:db8::1]:443");
+  }
+
+  TEST_CASE("the views follow the head, the appended \"/\" included") {
+    http::request_parser p;
+    REQUIRE(p.parse_head("GET http://a.example?q HTTP/1.1\r\nHost: h\r\n\r\n") ==
+            status::head_done);
+    const http::request_head moved = std::move(p.head());
+    CHECK(moved.target == "http://a.example?q");
+    CHECK(moved.authority == "a.example");
+    CHECK(moved.path_and_query == "/?q");
+    p.reset();
+    REQUIRE(p.parse_head("GET /next HTTP/1.1\r\nHost: h\r\n\r\n") == status::head_done);
+    CHECK(p.head().authority.empty());
+    CHECK(p.head().path_and_query == "/next");
+  }
+
+  TEST_CASE("malformed absolute-form and authority-form: 400") {
+    const std::vector<std::pair<std::string, http::error>> cases = {
+        {"GET ftp://a/ HTTP/1.1", http::error::unsupported_target_scheme},
+        {"GET javascript:x HTTP/1.1", http::error::unsupported_target_scheme},
+        {"GET http:/a HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http:a HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http:///p HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://?q HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://:80/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://a:b/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://a:1:2/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://[::1/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://[]/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://[::1]x/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://a]b/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://a\"b/ HTTP/1.1", http::error::invalid_target_authority},
+        {"GET http://good@evil/ HTTP/1.1", http::error::userinfo_in_target},
+        {"GET http://u:p@good/ HTTP/1.1", http::error::userinfo_in_target},
+        {"GET index.html HTTP/1.1", http::error::invalid_target_form},
+        {"GET *x HTTP/1.1", http::error::invalid_target_form},
+        {"GET 1http://a/ HTTP/1.1", http::error::invalid_target_form},
+        {"GET a.b:80 HTTP/1.1", http::error::unsupported_target_scheme},
+        {"CONNECT example.com HTTP/1.1", http::error::invalid_target_authority},
+        {"CONNECT example.com: HTTP/1.1", http::error::invalid_target_authority},
+        {"CONNECT /x HTTP/1.1", http::error::invalid_target_authority},
+        {"CONNECT http://a:443/ HTTP/1.1", http::error::invalid_target_authority},
+        {"CONNECT u@h:443 HTTP/1.1", http::error::userinfo_in_target},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.first);
+      const std::error_code ec = error_of(c.first + "\r\nHost: good\r\n\r\n");
+      CHECK_MESSAGE(ec == c.second, "got: ", ec.message());
+      CHECK(http::status_for(ec) == 400);
+    }
+    // Found at the space after the target, whatever follows.
+    CHECK(error_of("GET http://u@evil/ ") == http::error::userinfo_in_target);
+    CHECK(error_of("CONNECT h HTTP/1.1\r\nContent-Length: x") ==
+          http::error::invalid_target_authority);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+TEST_SUITE("http parser: chunk framing bound") {
+  const std::string te = with_host("Transfer-Encoding: chunked\r\n\r\n");
+
+  // Feeds a chunked body in 1000-byte pieces; returns the parser for its counters at the end.
+  http::request_parser& feed_body(http::request_parser& p, std::string_view body) {
+    REQUIRE(p.parse_head(te) == status::head_done);
+    std::string buf;
+    for (std::size_t at = 0; at < body.size(); at += 1000) {
+      buf.append(body.substr(at, 1000));
+      for (auto st = status::body_data; st == status::body_data;) {
+        const auto r = p.parse_body(buf);
+        if (r.st == status::error || r.st == status::message_done) return p;
+        buf.erase(0, r.consumed);
+        st = r.st;
+      }
+    }
+    return p;
+  }
+
+  std::string repeated(std::string_view chunk, std::size_t times) {
+    std::string out;
+    for (std::size_t i = 0; i < times; ++i) out += chunk;
+    return out;
+  }
+
+  TEST_CASE("an extension flood is cut at max_chunk_framing beyond the body: 413") {
+    // The CVE-2024-22019 shape: one body byte per 4 KB chunk-size line.
+    const std::string chunk = "1;" + std::string(4000, 'e') + "\r\nx\r\n";
+    const std::string flood = repeated(chunk, 1000) + "0\r\n\r\n";
+    http::request_parser p;
+    feed_body(p, flood);
+    CHECK(p.error() == http::error::chunk_framing_too_large);
+    CHECK(http::status_for(p.error()) == 413);
+    // Cut at the first byte over: framing == body + allowance, and nothing more was taken.
+    CHECK(p.body_bytes_seen() == 4);
+    CHECK(p.body_wire_bytes() == 2 * p.body_bytes_seen() + 16 * 1024);
+    CHECK(error_of(te + flood) == http::error::chunk_framing_too_large);
+  }
+
+  TEST_CASE("a flood of tiny chunks is cut once its framing outruns the body") {
+    http::request_parser p;
+    feed_body(p, repeated("1\r\nx\r\n", 10000));  // 5 framing bytes per body byte
+    CHECK(p.error() == http::error::chunk_framing_too_large);
+    CHECK(p.body_bytes_seen() < 16 * 1024 / 4 + 1);
+    CHECK(p.body_wire_bytes() <= 2 * p.body_bytes_seen() + 16 * 1024);
+    // Leading zeros are framing too.
+    http::request_parser zeros;
+    feed_body(zeros, repeated(std::string(3000, '0') + "1\r\nx\r\n", 100));
+    CHECK(zeros.error() == http::error::chunk_framing_too_large);
+  }
+
+  TEST_CASE("chunks as long as their framing are never cut, however many") {
+    const message m = single(te + repeated("5\r\nhello\r\n", 20000) + "0;last=1\r\nT: v\r\n\r\n");
+    CHECK(m.body.size() == 100000);
+    CHECK(m.trailers.size() == 1);
+  }
+
+  TEST_CASE("the allowance boundary, trailers counted") {
+    http::parser_limits limits;
+    const std::string body = "0\r\nA: 1234567890\r\n\r\n";  // 20 bytes of framing, no body
+    limits.max_chunk_framing = 20;
+    CHECK(single(te + body, limits).trailers.size() == 1);
+    limits.max_chunk_framing = 19;
+    CHECK(error_of(te + body, limits) == http::error::chunk_framing_too_large);
+    limits.max_chunk_framing = 2;  // "0\r" fits, the LF does not
+    CHECK(error_of(te + body, limits) == http::error::chunk_framing_too_large);
+    // Body bytes extend the allowance: 10 framing bytes with 1 byte of body.
+    limits.max_chunk_framing = 9;
+    CHECK(single(te + "1\r\nx\r\n0\r\n\r\n", limits).body == "x");
+    limits.max_chunk_framing = 8;
+    CHECK(error_of(te + "1\r\nx\r\n0\r\n\r\n", limits) == http::error::chunk_framing_too_large);
+    // The trailer limit still answers 431 when it is the smaller one.
+    limits = {};
+    limits.max_trailer_bytes = 10;
+    CHECK(error_of(te + body, limits) == http::error::trailers_too_large);
+  }
+
+  TEST_CASE("body_wire_bytes: body and framing as received; body only for Content-Length") {
+    http::request_parser p;
+    REQUIRE(p.parse_head(te) == status::head_done);
+    const std::string body = "5;a=b\r\nhello\r\n0\r\nT: 1\r\n\r\n";
+    CHECK(p.parse_body(body).st == status::message_done);
+    CHECK(p.body_wire_bytes() == body.size());
+    CHECK(p.body_bytes_seen() == 5);
+
+    http::request_parser q;
+    REQUIRE(q.parse_head(with_host("Content-Length: 3\r\n\r\n")) == status::head_done);
+    CHECK(q.parse_body("abcNEXT").st == status::message_done);
+    CHECK(q.body_wire_bytes() == 3);
   }
 }

@@ -43,6 +43,7 @@ http::parser_limits choose_limits(std::uint32_t seed) {
     limits.max_body = (seed >> 18) % 512;
     limits.max_chunk_line = 1 + (seed >> 27) % 32;
     limits.max_trailer_bytes = (seed >> 9) % 64;
+    limits.max_chunk_framing = (seed >> 21) % 128;
   }
   limits.require_host = (seed & 2) != 0;
   return limits;
@@ -61,6 +62,25 @@ void check_fields(const http::fields& f) {
   }
 }
 
+// The target's parts agree with its form: CONNECT names an authority only, origin-form and "*"
+// are their own path, absolute-form is scheme "://" authority, then the path ("/" when empty).
+void check_target_parts(const http::request_head& h) {
+  if (h.method == "CONNECT") {
+    FUZZ_ASSERT(h.authority == h.target && h.path_and_query.empty());
+    return;
+  }
+  if (h.target.front() == '/' || h.target == "*") {
+    FUZZ_ASSERT(h.authority.empty() && h.path_and_query == h.target);
+    return;
+  }
+  FUZZ_ASSERT(!h.authority.empty() && h.authority.find('@') == std::string_view::npos);
+  FUZZ_ASSERT(!h.path_and_query.empty() && h.path_and_query.front() == '/');
+  const std::size_t after_scheme = h.target.find("://") + 3;
+  FUZZ_ASSERT(h.target.substr(after_scheme, h.authority.size()) == h.authority);
+  const std::string_view rest = h.target.substr(after_scheme + h.authority.size());
+  FUZZ_ASSERT(rest == h.path_and_query || "/" + std::string(rest) == h.path_and_query);
+}
+
 void check_head(const http::request_head& h, const http::parser_limits& limits) {
   FUZZ_ASSERT(http::detail::is_token(h.method));
   FUZZ_ASSERT(!h.target.empty() && h.target.size() <= limits.max_target);
@@ -74,11 +94,13 @@ void check_head(const http::request_head& h, const http::parser_limits& limits) 
   FUZZ_ASSERT(!h.keep_alive || h.version_minor == 1 ||
               h.headers.has_token("connection", "keep-alive"));
   if (h.method == "CONNECT") FUZZ_ASSERT(h.upgrade && h.body == http::body_kind::none);
+  check_target_parts(h);
 
   // Copies keep their own views; parsed fields always serialize.
   const http::request_head copy = h;
   FUZZ_ASSERT(copy.method == h.method && copy.target == h.target);
   FUZZ_ASSERT(copy.method.data() != h.method.data());
+  FUZZ_ASSERT(copy.authority == h.authority && copy.path_and_query == h.path_and_query);
   std::string out;
   try {
     http::serialize_head(200, h.headers, http::framing::length, h.content_length, h.keep_alive,
@@ -149,6 +171,8 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
     check_head(h, limits);
     record(t, h.method);
     record(t, h.target);
+    record(t, h.authority);
+    record(t, h.path_and_query);
     for (const auto [name, value] : h.headers) {
       record(t, name);
       record(t, value);
@@ -173,6 +197,9 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
       body.append(r.data);
       FUZZ_ASSERT(p.body_bytes_seen() == body.size());
       FUZZ_ASSERT(body.size() <= limits.max_body);
+      // Framing never outruns the body by more than its allowance.
+      if (h.body == http::body_kind::length) FUZZ_ASSERT(p.body_wire_bytes() == body.size());
+      FUZZ_ASSERT(p.body_wire_bytes() <= 2 * body.size() + limits.max_chunk_framing);
       buf.erase(0, r.consumed);
       if (r.st == status::message_done) break;
       if (r.st == status::need_more) {
@@ -199,7 +226,7 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
     }
     p.reset();
     FUZZ_ASSERT(!p.error() && p.head_size() == 0 && p.trailers().empty() &&
-                p.body_bytes_seen() == 0);
+                p.body_bytes_seen() == 0 && p.body_wire_bytes() == 0);
   }
 }
 

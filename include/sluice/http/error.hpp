@@ -14,6 +14,10 @@ enum class error {
   // 400 Bad Request: the request line is malformed.
   invalid_method = 1,
   invalid_target,
+  invalid_target_form,
+  unsupported_target_scheme,
+  invalid_target_authority,
+  userinfo_in_target,
   missing_version,
   invalid_version,
   // 400: line structure.
@@ -45,6 +49,7 @@ enum class error {
   missing_chunk_crlf,
   // 413 Content Too Large.
   body_too_large,
+  chunk_framing_too_large,
   // 414 URI Too Long.
   uri_too_long,
   // 431 Request Header Fields Too Large.
@@ -67,6 +72,12 @@ class error_category_impl final : public std::error_category {
     switch (static_cast<error>(ev)) {
       case error::invalid_method: return "invalid character in method";
       case error::invalid_target: return "invalid character in request-target";
+      case error::invalid_target_form:
+        return "request-target in none of the forms its method allows";
+      case error::unsupported_target_scheme:
+        return "absolute-form request-target with a scheme other than http or https";
+      case error::invalid_target_authority: return "request-target without a valid authority";
+      case error::userinfo_in_target: return "userinfo in the request-target's authority";
       case error::missing_version: return "request line without HTTP version";
       case error::invalid_version: return "malformed HTTP version";
       case error::bare_cr: return "bare CR (CR not followed by LF)";
@@ -95,6 +106,8 @@ class error_category_impl final : public std::error_category {
       case error::chunk_line_too_long: return "chunk-size line too long";
       case error::missing_chunk_crlf: return "missing CRLF after chunk data";
       case error::body_too_large: return "request body too large";
+      case error::chunk_framing_too_large:
+        return "chunk framing (sizes, extensions, trailers) out of proportion to the body";
       case error::uri_too_long: return "request-target too long";
       case error::headers_too_large: return "request header section too large";
       case error::too_many_headers: return "too many header fields";
@@ -123,7 +136,8 @@ inline std::error_code make_error_code(error e) noexcept {
 inline unsigned status_for(std::error_code ec) noexcept {
   if (ec.category() != http_category()) return 500;
   switch (static_cast<error>(ec.value())) {
-    case error::body_too_large: return 413;
+    case error::body_too_large:
+    case error::chunk_framing_too_large: return 413;
     case error::uri_too_long: return 414;
     case error::headers_too_large:
     case error::too_many_headers:

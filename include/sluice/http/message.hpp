@@ -6,6 +6,10 @@
 // Reading it answers `Expect: 100-continue` first; a handler that answers
 // without reading the body rejects it unread.
 //
+// path() and query() are the target's in every form: "http://a/p?q" (absolute-form, what a
+// client sends to a proxy) gives "/p" and "q", as "/p?q" does. authority() says which host the
+// request is for: the target's authority when it has one (RFC 9112 3.2.2), else Host.
+//
 // A response is a status, header fields and either
 // - a body string (sent with Content-Length), or
 // - a stream function that writes the body piece by piece (sent chunked to
@@ -71,13 +75,22 @@ class request {
   request(request_head& head, detail::body_source& body) : head_(head), body_(body) {}
 
   std::string_view method() const { return head_.method; }
+  // The request-target as received: "http://a/p?q" stays so (what a proxy needs).
   std::string_view target() const { return head_.target; }
-  // The target's path, before any '?'.
-  std::string_view path() const { return target().substr(0, target().find('?')); }
+  // The target's path, before any '?': "/p" for "/p?q" and "http://a/p?q" alike, "/" for
+  // "http://a", "*" for asterisk-form, empty for CONNECT.
+  std::string_view path() const { return head_.path_and_query.substr(0, head_.path_and_query.find('?')); }
   // The target's query, after the first '?'; empty when there is none.
   std::string_view query() const {
-    auto q = target().find('?');
-    return q == std::string_view::npos ? std::string_view{} : target().substr(q + 1);
+    auto q = head_.path_and_query.find('?');
+    return q == std::string_view::npos ? std::string_view{} : head_.path_and_query.substr(q + 1);
+  }
+  // The authority the request is for (RFC 9110 7.2): the target's when it names one
+  // (absolute-form, CONNECT), which wins over Host (RFC 9112 3.2.2); else Host's value; empty
+  // when there is neither (HTTP/1.0 without Host).
+  std::string_view authority() const {
+    if (!head_.authority.empty()) return head_.authority;
+    return head_.headers.get("host").value_or(std::string_view{});
   }
   // The value of `name` in the query (first occurrence, not percent-decoded).
   std::optional<std::string_view> query_param(std::string_view name) const {

@@ -47,9 +47,9 @@ struct server_options {
   // arrived (pipelined): that one is then answered with 503 and the close.
   std::size_t max_requests_per_connection = 0;
   // A request body the handler left unread is read and discarded, up to this
-  // many bytes, to keep the connection; a larger one closes it instead.
-  // Before an upgrade the body is discarded within the same bound, and a
-  // larger one refuses the switch (413).
+  // many bytes as sent (chunk framing included), to keep the connection; a
+  // larger one closes it instead. Before an upgrade the body is discarded
+  // within the same bound, and a larger one refuses the switch (413).
   std::size_t max_discard = 256 * 1024;
   // Told of exceptions escaping handlers (each answered with 500). By default
   // each is reported on stderr.

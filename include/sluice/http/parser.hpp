@@ -7,6 +7,16 @@
 // soon as it is received, not at the end of the line. No exceptions on bad input; allocations
 // only grow the head's storage, which reset() keeps for the next message.
 //
+// Request-targets (RFC 9112 3.2): origin-form and "*" for any method, absolute-form with an http
+// or https scheme, an authority and no userinfo (RFC 9110 4.2.4), and CONNECT's authority-form
+// (host ":" port) only; anything else is a 400. The target's authority wins over Host.
+//
+// Chunk framing is bounded per message: size lines, extensions, the CRLFs after data and the
+// trailers may exceed the body bytes received so far by at most max_chunk_framing (413 beyond).
+// Chunks whose data is at least as long as their framing never hit it; a flood of extensions or
+// of tiny chunks does, so every wire byte of a chunked body is either body, bounded by max_body,
+// or framing, bounded by max_body + max_chunk_framing (the class of CVE-2024-22019).
+//
 // One parser per connection; not thread-safe.
 #pragma once
 
@@ -35,6 +45,9 @@ struct parser_limits {
   std::uint64_t max_body = 8 * 1024 * 1024;  // declared or chunked total: 413
   std::size_t max_chunk_line = 4 * 1024;     // chunk-size line incl. extensions and CRLF: 400
   std::size_t max_trailer_bytes = 8 * 1024;  // 431
+  // Chunk framing (size lines, extensions, CRLFs, trailers) allowed beyond the body bytes
+  // received so far, per message: 413. Node allows 16 KiB of extensions per message.
+  std::size_t max_chunk_framing = 16 * 1024;
   // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400. A server-side policy more than a
   // syntax rule: a parser used behind a proxy or for testing may turn it off.
   bool require_host = true;
@@ -48,7 +61,13 @@ struct request_head {
   // Views into storage owned by this object: valid until the parser's next reset(), and they
   // follow the object when it is copied or moved.
   std::string_view method;
-  std::string_view target;
+  std::string_view target;  // as received
+  // The target's authority: absolute-form's, or CONNECT's authority-form (the whole target).
+  // Empty for origin-form and "*", whose authority is Host's (see request::authority()).
+  std::string_view authority;
+  // The target as origin-form: path and query, "/" first when absolute-form has an empty path;
+  // "*" for asterisk-form; empty for CONNECT.
+  std::string_view path_and_query;
   int version_minor = 1;  // HTTP/1.0 or HTTP/1.1
   fields headers;
   body_kind body = body_kind::none;  // Content-Length: 0 is body_kind::none
@@ -89,6 +108,8 @@ struct request_head {
   void copy_members(const request_head& other, std::string_view other_line) noexcept {
     method = rebase(other.method, other_line);
     target = rebase(other.target, other_line);
+    authority = rebase(other.authority, other_line);
+    path_and_query = rebase(other.path_and_query, other_line);
     version_minor = other.version_minor;
     body = other.body;
     content_length = other.content_length;
@@ -109,7 +130,7 @@ struct request_head {
 
   void clear() noexcept {
     line_.clear();
-    method = target = {};
+    method = target = authority = path_and_query = {};
     version_minor = 1;
     headers.clear();
     body = body_kind::none;
@@ -118,7 +139,7 @@ struct request_head {
     expect_continue = upgrade = false;
   }
 
-  std::string line_;  // method then target
+  std::string line_;  // method, target, then "/" and the query when absolute-form has no path
 };
 
 class request_parser {
@@ -195,6 +216,8 @@ class request_parser {
 
   const fields& trailers() const noexcept { return trailers_; }
   std::uint64_t body_bytes_seen() const noexcept { return msg_.body_seen; }
+  // Bytes of the body consumed so far as they were on the wire: the body and its chunk framing.
+  std::uint64_t body_wire_bytes() const noexcept { return msg_.body_seen + msg_.framing_seen; }
   std::error_code error() const noexcept { return msg_.error; }
   const parser_limits& limits() const noexcept { return limits_; }
 
@@ -281,6 +304,7 @@ class request_parser {
           if (target_len > limits_.max_target) return failed(p, http::error::uri_too_long);
           if (p == end) break;
           if (*p != ' ' || target_len == 0) return failed(p, target_error(*p));
+          if (const http::error e = split_target(); e != detail::ok) return failed(p, e);
           msg_.line = line_state::version;
           ++p;
           break;
@@ -466,8 +490,7 @@ class request_parser {
     if (msg_.te_seen && msg_.te_other) return fail(http::error::unsupported_transfer_encoding);
 
     request_head& h = head_;
-    h.method = std::string_view(h.line_).substr(0, msg_.method_len);
-    h.target = std::string_view(h.line_).substr(msg_.method_len);
+    set_line_views();
     h.version_minor = msg_.version_minor;
     if (msg_.te_seen) {
       h.body = body_kind::chunked;
@@ -489,6 +512,91 @@ class request_parser {
     msg_.remaining = h.content_length;
     msg_.in = h.body == body_kind::none ? phase::done : phase::body;
     return status::head_done;
+  }
+
+  // Request-target ------------------------------------------------------------------------
+
+  // Finds the target's form and parts (RFC 9112 3.2), once it is whole in the line. For
+  // absolute-form without a path, "/" and the rest are appended to the line, so that
+  // path_and_query is one view.
+  http::error split_target() {
+    std::string& line = head_.line_;
+    const std::string_view target = std::string_view(line).substr(msg_.method_len);
+    msg_.target_len = target.size();
+    msg_.origin_pos = msg_.method_len;
+    if (line.compare(0, msg_.method_len, "CONNECT") == 0) {  // authority-form only (3.2.3)
+      msg_.authority_pos = msg_.method_len;
+      msg_.authority_len = target.size();
+      msg_.origin_pos = line.size();  // no path
+      return check_authority(target, true);
+    }
+    if (target.front() == '/' || target == "*") return detail::ok;
+    const std::size_t colon = scheme_end(target);
+    if (colon == std::string_view::npos) return http::error::invalid_target_form;
+    const std::string_view scheme = target.substr(0, colon);
+    if (!detail::iequals(scheme, "http") && !detail::iequals(scheme, "https"))
+      return http::error::unsupported_target_scheme;
+    if (target.substr(colon + 1, 2) != "//") return http::error::invalid_target_authority;
+    const std::size_t begin = colon + 3;
+    const std::size_t end = std::min(target.find_first_of("/?#", begin), target.size());
+    if (const http::error e = check_authority(target.substr(begin, end - begin), false);
+        e != detail::ok)
+      return e;
+    msg_.authority_pos = msg_.method_len + begin;
+    msg_.authority_len = end - begin;
+    msg_.origin_pos = msg_.method_len + end;
+    if (end == target.size() || target[end] != '/') {
+      const std::size_t query_len = target.size() - end;  // "?q" or "#f", if any
+      line.push_back('/');  // `target` may dangle from here
+      line.append(line, msg_.origin_pos, query_len);
+      msg_.origin_pos = line.size() - query_len - 1;
+    }
+    return detail::ok;
+  }
+
+  // The head's views into its line, where split_target() found the parts.
+  void set_line_views() noexcept {
+    const std::string_view line(head_.line_);
+    head_.method = line.substr(0, msg_.method_len);
+    head_.target = line.substr(msg_.method_len, msg_.target_len);
+    head_.authority = line.substr(msg_.authority_pos, msg_.authority_len);
+    head_.path_and_query = line.substr(msg_.origin_pos);
+  }
+
+  // Where the ':' after a URI scheme is (RFC 3986 3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" /
+  // "." )), or npos when the target does not start with one.
+  static std::size_t scheme_end(std::string_view target) noexcept {
+    const auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    if (!alpha(target.front())) return std::string_view::npos;
+    for (std::size_t i = 1; i < target.size(); ++i) {
+      const char c = target[i];
+      if (c == ':') return i;
+      if (!alpha(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.') break;
+    }
+    return std::string_view::npos;
+  }
+
+  // authority = host [ ":" port ] (RFC 3986 3.2), the host not empty (RFC 9110 4.2.1) and no
+  // userinfo: deprecated, and a way to make a URI look like another host's (RFC 9110 4.2.4).
+  static http::error check_authority(std::string_view authority, bool port_required) noexcept {
+    if (authority.find('@') != std::string_view::npos) return http::error::userinfo_in_target;
+    const bool literal = !authority.empty() && authority.front() == '[';  // IPv6 or IPvFuture
+    std::size_t host_end = authority.find(literal ? ']' : ':');
+    if (literal && host_end != std::string_view::npos) ++host_end;
+    host_end = std::min(host_end, authority.size());
+    const std::string_view host = authority.substr(0, host_end);
+    std::string_view port = authority.substr(host_end);
+    const std::string_view name = literal ? host.substr(1, host.size() - 2) : host;
+    if (name.empty() || (literal && host.back() != ']') ||
+        name.find_first_of("[]") != std::string_view::npos ||
+        !std::all_of(name.begin(), name.end(), detail::is_host_char))
+      return http::error::invalid_target_authority;
+    if (!port.empty() && port.front() != ':') return http::error::invalid_target_authority;
+    if (!port.empty()) port.remove_prefix(1);
+    const bool digits =
+        std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits || (port_required && port.empty())) return http::error::invalid_target_authority;
+    return detail::ok;
   }
 
   // Body ----------------------------------------------------------------------------------
@@ -523,8 +631,11 @@ class request_parser {
       }
       if (p == end) break;
       if (msg_.chunk == chunk_state::trailers) {
-        const std::size_t budget = limits_.max_trailer_bytes - msg_.trailer_bytes;
-        const char* const stop = static_cast<std::size_t>(end - p) > budget ? p + budget : end;
+        const std::size_t trailer_budget = limits_.max_trailer_bytes - msg_.trailer_bytes;
+        const std::uint64_t budget = std::min<std::uint64_t>(trailer_budget, framing_budget());
+        const char* const stop = static_cast<std::uint64_t>(end - p) > budget
+                                     ? p + static_cast<std::size_t>(budget)
+                                     : end;
         const auto r =
             scanner_.scan(p, stop, trailers_, [this](std::string_view, std::string_view) {
               return trailers_.size() > limits_.max_header_count ? http::error::too_many_headers
@@ -532,12 +643,16 @@ class request_parser {
             });
         if (r.res == detail::field_scanner::result::error) return failed_body(r.err);
         msg_.trailer_bytes += static_cast<std::size_t>(r.stop - p);
+        msg_.framing_seen += static_cast<std::size_t>(r.stop - p);
         p = r.stop;
         if (r.res == detail::field_scanner::result::done) {
           msg_.in = phase::done;
           return {status::message_done, static_cast<std::size_t>(p - begin), data};
         }
-        if (stop != end) return failed_body(http::error::trailers_too_large);
+        if (stop != end)
+          return failed_body(msg_.trailer_bytes == limits_.max_trailer_bytes
+                                 ? http::error::trailers_too_large
+                                 : http::error::chunk_framing_too_large);
         continue;
       }
       if (const http::error e = chunk_byte(*p); e != detail::ok) return failed_body(e);
@@ -558,6 +673,8 @@ class request_parser {
     using detail::is_ows;
     using detail::is_tchar;
     using cs = chunk_state;
+    if (framing_budget() == 0) return http::error::chunk_framing_too_large;
+    ++msg_.framing_seen;
     if (msg_.chunk == cs::data_cr)
       return to(c == '\r', cs::data_lf, http::error::missing_chunk_crlf);
     if (msg_.chunk == cs::data_lf) return to(c == '\n', cs::size_start, http::error::bare_cr);
@@ -614,6 +731,14 @@ class request_parser {
     return detail::ok;
   }
 
+  // Framing bytes the message may still use before the body must catch up with it.
+  std::uint64_t framing_budget() const noexcept {
+    constexpr std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t allowed =
+        msg_.body_seen + std::min<std::uint64_t>(limits_.max_chunk_framing, max - msg_.body_seen);
+    return allowed - msg_.framing_seen;  // never negative: every framing byte is checked
+  }
+
   // After the size or a complete extension: another extension, BWS before one, or the CR.
   http::error after_extension(char c) noexcept {
     if (c == ';') return to(true, chunk_state::ext_name_start, detail::ok);
@@ -644,6 +769,10 @@ class request_parser {
 
     std::size_t scanned = 0;  // head bytes consumed so far
     std::size_t method_len = 0;
+    std::size_t target_len = 0;
+    std::size_t authority_pos = 0;  // in the line, as is origin_pos
+    std::size_t authority_len = 0;  // 0 unless the target has an authority
+    std::size_t origin_pos = 0;     // path and query, up to the end of the line
     std::size_t host_count = 0;
     std::size_t chunk_line_len = 0;
     std::size_t trailer_bytes = 0;
@@ -655,6 +784,7 @@ class request_parser {
     std::uint64_t remaining = 0;   // of a Content-Length body
     std::uint64_t chunk_size = 0;  // while reading the size, then what is left of the chunk
     std::uint64_t body_seen = 0;
+    std::uint64_t framing_seen = 0;  // chunk framing bytes, trailers included
 
     bool content_length_seen = false;
     bool te_seen = false;

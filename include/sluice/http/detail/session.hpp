@@ -104,6 +104,7 @@ class pooled_parser {
     return a.max_target == b.max_target && a.max_head_bytes == b.max_head_bytes &&
            a.max_header_count == b.max_header_count && a.max_body == b.max_body &&
            a.max_chunk_line == b.max_chunk_line && a.max_trailer_bytes == b.max_trailer_bytes &&
+           a.max_chunk_framing == b.max_chunk_framing &&
            a.require_host == b.require_host;
   }
   std::unique_ptr<request_parser> parser_;
@@ -565,17 +566,18 @@ class session final : body_source, body_sink {
   }
 
   // Reads and drops what the handler left of the request body, within
-  // max_discard, so that the connection can serve its next request. Empty
-  // when done, else why not: an http::error for a malformed or too large
-  // body, or the I/O failure.
+  // max_discard, so that the connection can serve its next request. Wire
+  // bytes count, chunk framing included: they are what the peer makes us
+  // read. Empty when done, else why not: an http::error for a malformed or
+  // too large body, or the I/O failure.
   asio::awaitable<std::error_code> discard_body() {
-    std::size_t dropped = 0;
+    const std::uint64_t start = parser_->body_wire_bytes();
     try {
       for (;;) {
         auto piece = co_await read_some();
         if (piece.empty()) co_return std::error_code{};
-        dropped += piece.size();
-        if (dropped > core_.options.max_discard) co_return make_error_code(error::body_too_large);
+        if (parser_->body_wire_bytes() - start > core_.options.max_discard)
+          co_return make_error_code(error::body_too_large);
       }
     } catch (const std::system_error& e) {
       co_return e.code();
