@@ -53,7 +53,8 @@ class join_waiter : public std::enable_shared_from_this<join_waiter> {
 
   // From any thread. The cancel runs on the joiner's executor, serialised with
   // the frame's forget(). Posting under the lock is safe: while the timer is
-  // known, the frame has not been destroyed, so neither has its io_context.
+  // known, the frame has not been destroyed, and an io_context destroys the
+  // frames it owns before it frees itself.
   void wake() {
     std::lock_guard lock(mutex_);
     if (!timer_) return;
