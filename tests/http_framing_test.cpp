@@ -153,6 +153,7 @@ TEST_CASE("max_discard counts the body's wire bytes, chunk framing included") {
   auto options = long_timeouts();
   options.max_discard = 8 * 1024;
   options.limits.max_chunk_framing = 1024 * 1024;  // so that only max_discard can stop it
+  options.idle_timeout = std::chrono::seconds(1);   // ends a connection kept by mistake
   log.attach(options);
   http::server srv(
       io.get_executor(),
