@@ -25,7 +25,7 @@ const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
 
 const std::string chunked_post = "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n";
 
-// Chunks of one body byte behind a 4,000-byte extension, as in the report: 4,008 wire bytes each.
+// Chunks of one body byte behind a 4,000-byte extension, as in the report: 4,007 wire bytes each.
 std::string extension_flood_block() {
   const std::string chunk = "1;" + std::string(4000, 'e') + "\r\nx\r\n";
   std::string block;
@@ -58,8 +58,8 @@ awaitable<void> send_flood(tcp::socket& socket, std::string block, std::size_t l
 constexpr std::size_t flood_size = 32 * 1024 * 1024;
 constexpr std::size_t accepted_bound = 1024 * 1024;
 
-// Sends a chunked request head and the flood; returns the first response and how many bytes the client had
-// sent when the server ended the connection. The server must end it by itself.
+// Sends a chunked request head and the flood; returns the first response and how many bytes
+// the client had sent when the server ended the connection. The server must end it by itself.
 awaitable<std::size_t> flood_until_closed(tcp::endpoint ep, state_log& log, http_response& first) {
   auto c = co_await http_client::connect(ep);
   c.socket().set_option(asio::socket_base::send_buffer_size(64 * 1024));
