@@ -53,7 +53,9 @@ struct server_options {
   // each is reported on stderr.
   std::function<void(std::exception_ptr)> on_handler_error;
   // Told of every connection state change, and of each connection's end
-  // (`closed` true). Runs on the connection's strand: keep it short.
+  // (`closed` true). Runs on the connection's strand: keep it short. What it
+  // throws goes to on_handler_error; the connection carries on, and the
+  // state counts stay exact.
   std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from, connection_state to, bool closed)>
       on_state_change;
   tcp::server_options tcp;

