@@ -84,3 +84,79 @@ TEST_CASE("a throwing on_state_change goes to on_handler_error; the connection i
     CHECK(errors.back() == "observer failed at the end");
   });
 }
+
+// Two servers: the one whose idle timeout is short proves that time passed, and that the
+// deadline timer ran, while the other's connection stayed open.
+TEST_CASE("timeouts of milliseconds::max() never expire instead of overflowing into the past") {
+  asio::io_context io(1);
+  http::server_options never;
+  never.header_timeout = never.idle_timeout = never.body_timeout = never.write_timeout = never.linger_timeout =
+      never.handshake_timeout = std::chrono::milliseconds::max();
+  http::server patient(io.get_executor(), hello, never);
+  auto patient_ep = patient.listen(loopback_any);
+  auto brisk_options = long_timeouts();
+  brisk_options.idle_timeout = std::chrono::milliseconds(100);
+  http::server brisk(io.get_executor(), hello, brisk_options);
+  auto brisk_ep = brisk.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto kept = co_await idle_client(patient_ep);
+    auto dropped = co_await idle_client(brisk_ep);
+    co_await check_closed_silently(dropped);
+    CHECK(patient.connections()[cs::idle] == 1);
+    auto r = co_await kept.request(get("/"));
+    CHECK(r.status == 200);
+    CHECK_FALSE(r.closes());
+  });
+}
+
+TEST_CASE("shutdown(milliseconds::max()) has no deadline: it completes when the last response is out") {
+  asio::io_context io(1);
+  gate g(io);
+  auto handler = [&g](http::request& req) -> awaitable<http::response> {
+    if (req.target() == "/gate") co_await g.pass();
+    co_return http::response::text(200, "done\n");
+  };
+  http::server srv(io.get_executor(), handler, long_timeouts());
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await http_client::connect(ep);
+    co_await c.send(get("/gate"));
+    co_await g.until_entered();
+    event finished(co_await asio::this_coro::executor);
+    http::shutdown_summary summary;
+    asio::co_spawn(io, srv.shutdown(std::chrono::milliseconds::max()),
+                   [&](std::exception_ptr e, http::shutdown_summary s) {
+                     CHECK_FALSE(e);
+                     summary = s;
+                     finished.set();
+                   });
+    CHECK_FALSE(finished.is_set());
+    g.open();
+    auto r = co_await c.read_response();
+    CHECK(r.status == 200);
+    CHECK(r.closes());
+    co_await finished.wait();
+    CHECK(summary.completed == 1);
+    CHECK(summary.forced == 0);
+  });
+}
+
+// The shutdown is cancelled once the new client has been served: its drain would last 10 s.
+TEST_CASE("drain_delay = milliseconds::max() lasts the whole grace period instead of none") {
+  asio::io_context io(1);
+  auto options = long_timeouts();
+  options.drain_delay = std::chrono::milliseconds::max();
+  http::server srv(io.get_executor(), hello, options);
+  auto ep = srv.listen(loopback_any);
+  auto served_while_draining = [&]() -> awaitable<void> {
+    auto c = co_await http_client::connect(ep);
+    CHECK(srv.draining());
+    CHECK((co_await c.request(get("/"))).status == 200);
+  };
+  run_guarded(io, [&]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    auto first = co_await (srv.shutdown(std::chrono::seconds(10)) || served_while_draining());
+    CHECK(first.index() == 1);
+  });
+  stop_on_exit stop(io, srv);
+}

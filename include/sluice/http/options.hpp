@@ -13,6 +13,10 @@
 //   closes, so that the peer never gets a reset that would destroy a response
 //   it has not read yet.
 // - handshake_timeout: for TLS, how long the handshake may take.
+//
+// No timeout: std::chrono::milliseconds::max() (any duration too long for
+// steady_clock) means never; such a deadline is never armed. It does not
+// overflow into one in the past. Zero or negative means at once.
 #pragma once
 
 #include "sluice/http/connection_state.hpp"

@@ -23,7 +23,8 @@
 //   down, with how many connections were closed idle, completed, and forced.
 //   No polling: the last session to end wakes it. With drain_delay, the
 //   server first keeps serving for that long while draining() already says
-//   so (for load balancers to take it out of rotation).
+//   so (for load balancers to take it out of rotation). A grace period too
+//   long for the clock (milliseconds::max()) means no deadline.
 // - close_idle(): closes the connections that are idle or never used now.
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
@@ -115,15 +116,18 @@ class basic_server {
     co_return summarize(before, st->core.registry.ended());
   }
 
-  asio::awaitable<shutdown_summary> shutdown(std::chrono::steady_clock::duration grace) {
+  // `grace` may be any duration: one too long for steady_clock (e.g.
+  // milliseconds::max()) means no deadline, as duration::max() does.
+  template <typename Rep, typename Period>
+  asio::awaitable<shutdown_summary> shutdown(std::chrono::duration<Rep, Period> grace) {
     using namespace asio::experimental::awaitable_operators;
+    const auto limit = detail::saturated(grace);
     auto st = state_;
     auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.registry.ended();
-    asio::steady_timer deadline(ex, grace);
+    asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
     st->core.not_ready = true;
-    if (auto delay = std::min<std::chrono::steady_clock::duration>(st->core.options.drain_delay, grace);
-        delay.count() > 0) {
+    if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);
       co_await wait.async_wait(detail::use_nothrow);
     }

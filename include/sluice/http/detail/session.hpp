@@ -43,12 +43,12 @@ using handler_function = std::function<asio::awaitable<response>(request&)>;
 // Each kind of timeout's duration, as the deadline lists take them.
 inline std::array<clock::duration, timeout_kinds> timeouts(const server_options& o) {
   std::array<clock::duration, timeout_kinds> t{};
-  t[static_cast<std::size_t>(timeout_kind::handshake)] = o.handshake_timeout;
-  t[static_cast<std::size_t>(timeout_kind::header)] = o.header_timeout;
-  t[static_cast<std::size_t>(timeout_kind::body)] = o.body_timeout;
-  t[static_cast<std::size_t>(timeout_kind::idle)] = o.idle_timeout;
-  t[static_cast<std::size_t>(timeout_kind::write)] = o.write_timeout;
-  t[static_cast<std::size_t>(timeout_kind::linger)] = o.linger_timeout;
+  t[static_cast<std::size_t>(timeout_kind::handshake)] = saturated(o.handshake_timeout);
+  t[static_cast<std::size_t>(timeout_kind::header)] = saturated(o.header_timeout);
+  t[static_cast<std::size_t>(timeout_kind::body)] = saturated(o.body_timeout);
+  t[static_cast<std::size_t>(timeout_kind::idle)] = saturated(o.idle_timeout);
+  t[static_cast<std::size_t>(timeout_kind::write)] = saturated(o.write_timeout);
+  t[static_cast<std::size_t>(timeout_kind::linger)] = saturated(o.linger_timeout);
   return t;
 }
 
