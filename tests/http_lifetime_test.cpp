@@ -52,6 +52,34 @@ std::string what(std::exception_ptr e) {
 
 }  // namespace
 
+// The session's frame holds the last reference to the server's state; the connection it also
+// holds writes into that state when destroyed.
+TEST_CASE("an unstopped server destroyed with an idle keep-alive connection: its session ends when the loop runs") {
+  asio::io_context io(1);
+  std::optional<http::server> srv(std::in_place, io.get_executor(), hello, long_timeouts());
+  auto ep = srv->listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await idle_client(ep);
+    REQUIRE(srv->connections()[cs::idle] == 1);
+    srv.reset();
+    co_await check_closed_silently(c);
+  });
+}
+
+TEST_CASE("an unstopped server destroyed with an idle keep-alive connection, then its io_context unrun") {
+  const auto baseline = open_descriptors();
+  std::optional<asio::io_context> io(std::in_place, 1);
+  std::optional<http::server> srv(std::in_place, io->get_executor(), hello, long_timeouts());
+  auto ep = srv->listen(loopback_any);
+  std::optional<http_client> c;
+  run_guarded(*io, [&]() -> awaitable<void> { c.emplace(co_await idle_client(ep)); });
+  REQUIRE(srv->connections()[cs::idle] == 1);
+  srv.reset();
+  c.reset();
+  io.reset();  // destroys the session's frame without resuming it
+  CHECK(open_descriptors() == baseline);
+}
+
 TEST_CASE("a throwing on_state_change goes to on_handler_error; the connection is served and the counts stay exact") {
   asio::io_context io(1);
   notifier reported(io.get_executor());

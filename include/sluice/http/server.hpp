@@ -227,7 +227,7 @@ class basic_server {
       }
       auto conn = std::make_shared<detail::connection>(st->core.registry, peer);
       auto stream = st->transport.make_stream(std::move(socket));
-      return detail::session<Transport>::serve(st->core, st->transport, std::move(stream), std::move(conn), st);
+      return detail::session<Transport>::serve(st->core, st->transport, {st, std::move(conn), std::move(stream)});
     };
   }
 

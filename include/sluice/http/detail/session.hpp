@@ -118,12 +118,22 @@ class session final : body_source, body_sink {
 
   session(server_core& core, stream_type& stream, connection& conn) : core_(core), stream_(stream), conn_(&conn) {}
 
+  // What a session's frame owns. Members are destroyed in reverse order: the
+  // stream first, then the connection, which leaves the registry in its
+  // destructor, and only then the server's state that holds the registry.
+  // One parameter, because g++ and clang destroy several in opposite orders,
+  // and a frame destroyed before it first runs has nothing but parameters.
+  struct owned {
+    std::shared_ptr<void> server_state;
+    std::shared_ptr<connection> conn;
+    stream_type stream;
+  };
+
   // One connection, from accept to close. The stream and the session live in
   // this coroutine's frame, so an idle connection costs one frame and the
-  // operation it waits on; `owner` keeps the server's state alive meanwhile.
-  static asio::awaitable<void> serve(server_core& core, Transport& transport, stream_type stream,
-                                     std::shared_ptr<connection> conn, [[maybe_unused]] std::shared_ptr<void> owner) {
-    session s(core, stream, *conn);
+  // operation it waits on; the frame keeps the server's state alive meanwhile.
+  static asio::awaitable<void> serve(server_core& core, Transport& transport, owned own) {
+    session s(core, own.stream, *own.conn);
 
     struct registration {
       session& s;
