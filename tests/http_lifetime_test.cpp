@@ -188,3 +188,40 @@ TEST_CASE("drain_delay = milliseconds::max() lasts the whole grace period instea
   });
   stop_on_exit stop(io, srv);
 }
+
+// A hook that outlives the shutdown() running it: stopped, it waits once more, then throws.
+TEST_CASE("a shutdown cancelled while a hook runs: the hook's later exception still reaches on_handler_error") {
+  asio::io_context io(1);
+  gate running(io);
+  event release(io.get_executor());
+  event reported(io.get_executor());
+  std::string error;
+  auto options = long_timeouts();
+  options.on_handler_error = [&](std::exception_ptr e) {
+    error = what(e);
+    reported.set();
+  };
+  std::optional<http::server> srv(std::in_place, io.get_executor(), hello, options);
+  srv->listen(loopback_any);
+  std::error_code hook_saw;
+  srv->on_shutdown([&]() -> awaitable<void> {
+    try {
+      co_await running.pass();
+    } catch (const std::system_error& e) {
+      hook_saw = e.code();
+    }
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await release.wait();
+    throw std::runtime_error("hook failed after its shutdown was cancelled");
+  });
+  run_guarded(io, [&]() -> awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    auto first = co_await (srv->shutdown(std::chrono::seconds(10)) || running.until_entered());
+    CHECK(first.index() == 1);
+    srv.reset();  // the shutdown() frame is gone; now the server is too
+    release.set();
+    co_await reported.wait();
+    CHECK(hook_saw == asio::error::operation_aborted);
+    CHECK(error == "hook failed after its shutdown was cancelled");
+  });
+}

@@ -150,7 +150,9 @@ class basic_server {
   // the deadline the running hook is cancelled (its pending operation
   // completes with operation_aborted) and the ones not started are skipped.
   // An exception escaping a hook goes to on_handler_error; the next hook
-  // still runs. stop_now() runs no hooks.
+  // still runs. A shutdown() that is itself cancelled cancels the running
+  // hook without awaiting it; what that hook throws later is still reported.
+  // stop_now() runs no hooks.
   void on_shutdown(std::function<asio::awaitable<void>()> hook) {
     std::lock_guard lock(state_->hooks_mutex);
     state_->hooks.push_back(std::move(hook));
@@ -193,7 +195,9 @@ class basic_server {
     for (auto& hook : hooks) {
       if (std::chrono::steady_clock::now() >= deadline.expiry()) break;
       scope running;
-      running.set_exception_handler([&st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
+      // By value: a shutdown() cancelled while this hook runs leaves it running
+      // (stopped, not awaited), and it may still throw after this frame is gone.
+      running.set_exception_handler([st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
       running.spawn(ex, hook);
       auto first = co_await (running.join() || deadline.async_wait(asio::use_awaitable));
       if (first.index() == 1) {
