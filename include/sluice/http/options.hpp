@@ -13,6 +13,10 @@
 //   closes, so that the peer never gets a reset that would destroy a response
 //   it has not read yet.
 // - handshake_timeout: for TLS, how long the handshake may take.
+//
+// No timeout: std::chrono::milliseconds::max() (any duration too long for
+// steady_clock) means never; such a deadline is never armed. It does not
+// overflow into one in the past. Zero or negative means at once.
 #pragma once
 
 #include "sluice/http/connection_state.hpp"
@@ -55,7 +59,9 @@ struct server_options {
   // each is reported on stderr.
   std::function<void(std::exception_ptr)> on_handler_error;
   // Told of every connection state change, and of each connection's end
-  // (`closed` true). Runs on the connection's strand: keep it short.
+  // (`closed` true). Runs on the connection's strand: keep it short. What it
+  // throws goes to on_handler_error; the connection carries on, and the
+  // state counts stay exact.
   std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from, connection_state to, bool closed)>
       on_state_change;
   tcp::server_options tcp;

@@ -23,7 +23,8 @@
 //   down, with how many connections were closed idle, completed, and forced.
 //   No polling: the last session to end wakes it. With drain_delay, the
 //   server first keeps serving for that long while draining() already says
-//   so (for load balancers to take it out of rotation).
+//   so (for load balancers to take it out of rotation). A grace period too
+//   long for the clock (milliseconds::max()) means no deadline.
 // - close_idle(): closes the connections that are idle or never used now.
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
@@ -135,15 +136,18 @@ class basic_server {
     co_return summarize(before, st->core.registry.ended());
   }
 
-  asio::awaitable<shutdown_summary> shutdown(std::chrono::steady_clock::duration grace) {
+  // `grace` may be any duration: one too long for steady_clock (e.g.
+  // milliseconds::max()) means no deadline, as duration::max() does.
+  template <typename Rep, typename Period>
+  asio::awaitable<shutdown_summary> shutdown(std::chrono::duration<Rep, Period> grace) {
     using namespace asio::experimental::awaitable_operators;
+    const auto limit = detail::saturated(grace);
     auto st = state_;
     auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.registry.ended();
-    asio::steady_timer deadline(ex, grace);
+    asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
     st->core.not_ready = true;
-    if (auto delay = std::min<std::chrono::steady_clock::duration>(st->core.options.drain_delay, grace);
-        delay.count() > 0) {
+    if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);
       co_await wait.async_wait(detail::use_nothrow);
     }
@@ -166,7 +170,9 @@ class basic_server {
   // the deadline the running hook is cancelled (its pending operation
   // completes with operation_aborted) and the ones not started are skipped.
   // An exception escaping a hook goes to on_handler_error; the next hook
-  // still runs. stop_now() runs no hooks.
+  // still runs. A shutdown() that is itself cancelled cancels the running
+  // hook without awaiting it; what that hook throws later is still reported.
+  // stop_now() runs no hooks.
   void on_shutdown(std::function<asio::awaitable<void>()> hook) {
     std::lock_guard lock(state_->hooks_mutex);
     state_->hooks.push_back(std::move(hook));
@@ -215,7 +221,9 @@ class basic_server {
     for (auto& hook : hooks) {
       if (std::chrono::steady_clock::now() >= deadline.expiry()) break;
       scope running;
-      running.set_exception_handler([&st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
+      // By value: a shutdown() cancelled while this hook runs leaves it running
+      // (stopped, not awaited), and it may still throw after this frame is gone.
+      running.set_exception_handler([st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
       running.spawn(ex, hook);
       auto first = co_await (running.join() || deadline.async_wait(asio::use_awaitable));
       if (first.index() == 1) {
@@ -249,7 +257,7 @@ class basic_server {
       }
       auto conn = std::make_shared<detail::connection>(st->core.registry, peer);
       auto stream = st->transport.make_stream(std::move(socket));
-      return detail::session<Transport>::serve(st->core, st->transport, std::move(stream), std::move(conn), st);
+      return detail::session<Transport>::serve(st->core, st->transport, {st, std::move(conn), std::move(stream)});
     };
   }
 

@@ -10,7 +10,8 @@
 //     sluice: TLS handshake with 127.0.0.1:5555 failed: http request (plain HTTP sent to the TLS port)
 //   A handshake the server itself ends (stop_now(), shutdown(), close_idle())
 //   is not reported; one ended by handshake_timeout is ("timed out after N ms").
-// - The handshake never outlives handshake_timeout. The session's deadline
+// - The handshake never outlives handshake_timeout (unbounded when that is
+//   milliseconds::max(), see http/options.hpp). The session's deadline
 //   cancels the socket, but Asio's handshake is a composed operation: a socket
 //   cancel that lands while one of its reads has completed and not yet been
 //   handled is lost, and the next read would wait for the peer. So the
@@ -30,6 +31,7 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/http/detail/deadlines.hpp"
 #include "sluice/tls/context.hpp"
 
 #include <asio/error.hpp>
@@ -150,7 +152,8 @@ class transport {
     std::error_code ignored;
     // Now: after a failure a reset peer no longer has an address.
     const auto peer = s.socket().remote_endpoint(ignored);
-    asio::steady_timer deadline(s.get_executor(), s.accepted_ + handshake_timeout_);
+    asio::steady_timer deadline(s.get_executor(),
+                                http::detail::saturating_add(s.accepted_, http::detail::saturated(handshake_timeout_)));
     auto first_done = exp::make_parallel_group(s.ssl().async_handshake(asio::ssl::stream_base::server, exp::deferred),
                                                deadline.async_wait(exp::deferred));
     auto [order, ec, deadline_ec] = co_await first_done.async_wait(exp::wait_for_one(), asio::use_awaitable);
@@ -162,7 +165,7 @@ class transport {
   }
 
   static asio::awaitable<void> async_close_notify(stream& s) {
-    asio::steady_timer bound(s.get_executor(), s.close_notify_timeout_);
+    asio::steady_timer bound(s.get_executor(), http::detail::saturated(s.close_notify_timeout_));
     auto first_done = asio::experimental::make_parallel_group(s.ssl().async_shutdown(asio::experimental::deferred),
                                                               bound.async_wait(asio::experimental::deferred));
     co_await first_done.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);

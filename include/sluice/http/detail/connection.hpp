@@ -4,8 +4,10 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/scope_state.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/deadlines.hpp"
+#include "sluice/http/options.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/dispatch.hpp>
@@ -16,6 +18,7 @@
 #include <cstdint>
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,19 +29,28 @@ namespace sluice::http::detail {
 
 class connection;
 
+// To on_handler_error, or to stderr when it is not set; never throws.
+inline void report_handler_error(const server_options& options, std::exception_ptr e) {
+  try {
+    if (options.on_handler_error)
+      options.on_handler_error(e);
+    else
+      sluice::detail::report_to_stderr(e);
+  } catch (...) {
+    sluice::detail::report_to_stderr(std::current_exception());
+  }
+}
+
 // The server's view of all its connections. Counts are kept per state so that
 // reading them takes no lock; the list serves close_idle() and shutdown().
 class connection_registry {
  public:
-  // Told of every state change, and of the end of each connection (`closed`).
-  using state_observer = std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from,
-                                            connection_state to, bool closed)>;
-
+  // `options` (its on_state_change and on_handler_error) must outlive the registry.
   connection_registry(const asio::any_io_executor& ex, std::array<clock::duration, timeout_kinds> timeouts,
-                      state_observer observer)
-      : observer_(std::move(observer)), deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
+                      const server_options& options)
+      : options_(options), deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
 
-  bool observed() const { return static_cast<bool>(observer_); }
+  bool observed() const { return static_cast<bool>(options_.on_state_change); }
 
   state_counts counts() const {
     state_counts c;
@@ -84,7 +96,7 @@ class connection_registry {
   void count_in(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed); }
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
-  const state_observer observer_;
+  const server_options& options_;
   const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
   std::atomic<bool> draining_{false};
@@ -113,11 +125,12 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   asio::any_io_executor executor() { return socket_->get_executor(); }
   connection_state state() const { return state_; }
 
+  // The state and its count change first: whatever the observer does, they agree.
   void set_state(connection_state s) {
     if (s == state_) return;
-    registry_.count(state_, s);
-    if (peer_) registry_.observer_(*peer_, state_, s, false);
-    state_ = s;
+    const auto from = std::exchange(state_, s);
+    registry_.count(from, s);
+    tell_observer(from, s, false);
   }
 
   // How a timeout stops what the session waits for without closing the
@@ -132,7 +145,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   void detach() {
     registry_.deadlines_->clear(*this);
     socket_ = nullptr;
-    if (peer_) registry_.observer_(*peer_, state_, state_, true);
+    tell_observer(state_, state_, true);
   }
 
   // The deadline is now plus `kind`'s timeout.
@@ -164,6 +177,17 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   }
 
  private:
+  // What the observer throws goes where a handler's exceptions go: it must
+  // neither end the session nor, called from a destructor, the process.
+  void tell_observer(connection_state from, connection_state to, bool closed) noexcept {
+    if (!peer_) return;
+    try {
+      registry_.options_.on_state_change(*peer_, from, to, closed);
+    } catch (...) {
+      report_handler_error(registry_.options_, std::current_exception());
+    }
+  }
+
   // Closing rather than cancelling: a cancel reaches only the operation
   // pending now, and is lost if it lands between two steps of a composed one
   // (a TLS write); on a closed socket every later operation fails at once.

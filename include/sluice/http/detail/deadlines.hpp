@@ -22,6 +22,23 @@ namespace sluice::http::detail {
 
 using clock = std::chrono::steady_clock;
 
+// `d` in the clock's units, saturated instead of overflowing: a duration too
+// long for the clock (milliseconds::max() is, by far) becomes
+// clock::duration::max(), which means never; a negative one becomes zero.
+template <typename Rep, typename Period>
+constexpr clock::duration saturated(std::chrono::duration<Rep, Period> d) {
+  using source = std::chrono::duration<Rep, Period>;
+  if (d <= source::zero()) return clock::duration::zero();
+  if (d >= std::chrono::duration_cast<source>(clock::duration::max())) return clock::duration::max();
+  return std::chrono::duration_cast<clock::duration>(d);
+}
+
+// `t + d` for a `d` of zero or more, time_point::max() (never) where the sum
+// would overflow. `t` is a steady_clock reading, hence past its epoch.
+inline clock::time_point saturating_add(clock::time_point t, clock::duration d) {
+  return d >= clock::time_point::max() - t ? clock::time_point::max() : t + d;
+}
+
 // Why a deadline was set; what the session reports when it passes.
 enum class timeout_kind : unsigned char { none, handshake, header, body, idle, write, linger };
 inline constexpr std::size_t timeout_kinds = 7;
@@ -45,6 +62,9 @@ struct deadline_hook {
 // saves a timer and the wait it keeps pending, and a request/response cycle
 // only relinks list nodes.
 //
+// A timeout of clock::duration::max() (see saturated()) gives a deadline of
+// time_point::max(), which never passes and never arms the timer.
+//
 // When deadlines pass, each connection's on_deadline(kind, generation) is
 // dispatched to its own executor, holding only a weak reference: a
 // connection is touched on its executor alone, and only while it lives. A
@@ -58,7 +78,7 @@ class deadline_lists : public std::enable_shared_from_this<deadline_lists<Connec
       : timer_(std::move(ex)), timeouts_(timeouts) {}
 
   void set(deadline_hook& h, timeout_kind kind) {
-    const auto due = clock::now() + timeouts_[static_cast<std::size_t>(kind)];
+    const auto due = saturating_add(clock::now(), timeouts_[static_cast<std::size_t>(kind)]);
     std::lock_guard lock(mutex_);
     unlink(h);
     ++h.generation;

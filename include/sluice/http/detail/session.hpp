@@ -44,19 +44,19 @@ using handler_function = std::function<asio::awaitable<response>(request&)>;
 // Each kind of timeout's duration, as the deadline lists take them.
 inline std::array<clock::duration, timeout_kinds> timeouts(const server_options& o) {
   std::array<clock::duration, timeout_kinds> t{};
-  t[static_cast<std::size_t>(timeout_kind::handshake)] = o.handshake_timeout;
-  t[static_cast<std::size_t>(timeout_kind::header)] = o.header_timeout;
-  t[static_cast<std::size_t>(timeout_kind::body)] = o.body_timeout;
-  t[static_cast<std::size_t>(timeout_kind::idle)] = o.idle_timeout;
-  t[static_cast<std::size_t>(timeout_kind::write)] = o.write_timeout;
-  t[static_cast<std::size_t>(timeout_kind::linger)] = o.linger_timeout;
+  t[static_cast<std::size_t>(timeout_kind::handshake)] = saturated(o.handshake_timeout);
+  t[static_cast<std::size_t>(timeout_kind::header)] = saturated(o.header_timeout);
+  t[static_cast<std::size_t>(timeout_kind::body)] = saturated(o.body_timeout);
+  t[static_cast<std::size_t>(timeout_kind::idle)] = saturated(o.idle_timeout);
+  t[static_cast<std::size_t>(timeout_kind::write)] = saturated(o.write_timeout);
+  t[static_cast<std::size_t>(timeout_kind::linger)] = saturated(o.linger_timeout);
   return t;
 }
 
 // What the server shares with every session. One pointer in each session.
 struct server_core {
   server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
-      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options.on_state_change) {}
+      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options) {}
   const server_options options;
   const handler_function handler;
   connection_registry registry;
@@ -116,18 +116,6 @@ inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_await
 // time: allocated to its exact size (see exact_allocator).
 inline auto pending_long() { return asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow); }
 
-// To on_handler_error, or to stderr when it is not set; never throws.
-inline void report_handler_error(const server_options& options, std::exception_ptr e) {
-  try {
-    if (options.on_handler_error)
-      options.on_handler_error(e);
-    else
-      sluice::detail::report_to_stderr(e);
-  } catch (...) {
-    sluice::detail::report_to_stderr(std::current_exception());
-  }
-}
-
 template <typename Transport>
 class session final : body_source, body_sink {
  public:
@@ -135,12 +123,22 @@ class session final : body_source, body_sink {
 
   session(server_core& core, stream_type& stream, connection& conn) : core_(core), stream_(stream), conn_(&conn) {}
 
+  // What a session's frame owns. Members are destroyed in reverse order: the
+  // stream first, then the connection, which leaves the registry in its
+  // destructor, and only then the server's state that holds the registry.
+  // One parameter, because g++ and clang destroy several in opposite orders,
+  // and a frame destroyed before it first runs has nothing but parameters.
+  struct owned {
+    std::shared_ptr<void> server_state;
+    std::shared_ptr<connection> conn;
+    stream_type stream;
+  };
+
   // One connection, from accept to close. The stream and the session live in
   // this coroutine's frame, so an idle connection costs one frame and the
-  // operation it waits on; `owner` keeps the server's state alive meanwhile.
-  static asio::awaitable<void> serve(server_core& core, Transport& transport, stream_type stream,
-                                     std::shared_ptr<connection> conn, [[maybe_unused]] std::shared_ptr<void> owner) {
-    session s(core, stream, *conn);
+  // operation it waits on; the frame keeps the server's state alive meanwhile.
+  static asio::awaitable<void> serve(server_core& core, Transport& transport, owned own) {
+    session s(core, own.stream, *own.conn);
 
     struct registration {
       session& s;
