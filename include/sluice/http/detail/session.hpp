@@ -291,11 +291,11 @@ class session final : body_source, body_sink {
     continue_sent_ = false;
     io_failed_ = false;
     request req(head, *this);
-    const bool over_limit = limit() && served_ > limit();
+    const bool over_limit = (limit() && served_ > limit()) || conn_->refused();
 
     std::optional<response> handled;
     if (over_limit)
-      handled = error_response(503, "too many requests on one connection");
+      handled = error_response(503, conn_->refused() ? "too many connections" : "too many requests on one connection");
     else
       handled = co_await call_handler(req);
     if (!handled) co_return next::abort;
