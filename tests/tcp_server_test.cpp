@@ -654,3 +654,48 @@ TEST_CASE("io_contexts whose concurrency hint disables Asio's locking are refuse
   CHECK_NOTHROW(srv.listen(loopback_any));
   run(one, [&]() -> awaitable<void> { co_await srv.stop_now(); });
 }
+
+TEST_CASE("max_connections holds with two threads: clients are served in turn, never more at once" *
+          doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 2; ++i) runners.emplace_back([&] { io.run(); });
+  std::atomic<int> open{0}, most{0};
+  sluice::tcp::server_options options;
+  options.max_connections = 2;
+  server srv(
+      io.get_executor(),
+      [&](tcp::socket s) -> awaitable<void> {
+        const int now = ++open;
+        for (int seen = most; now > seen && !most.compare_exchange_weak(seen, now);) {
+        }
+        co_await hold(std::move(s));
+        --open;
+      },
+      options);
+  auto ep = srv.listen(loopback_any);
+  std::vector<std::thread> clients;
+  std::atomic<int> served{0};
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        asio::io_context client_io;
+        tcp::socket s(client_io);
+        s.connect(ep);
+        char plus = 0;
+        asio::read(s, asio::buffer(&plus, 1));
+        if (plus == '+') ++served;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  std::promise<void> stopped;
+  asio::co_spawn(io, srv.stop_now(), [&](std::exception_ptr) { stopped.set_value(); });
+  stopped.get_future().get();
+  guard.reset();
+  for (auto& t : runners) t.join();
+  CHECK(served == 40);
+  CHECK(most <= 2);
+  CHECK(srv.accepted() == 40);
+}

@@ -57,6 +57,7 @@
 #include <asio/ip/v6_only.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/strand.hpp>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -66,10 +67,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <string_view>
 #include <optional>
 #include <stdexcept>
-#include <sys/resource.h>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -77,7 +77,6 @@
 namespace sluice::tcp {
 
 using asio::ip::tcp;
-using namespace std::chrono_literals;
 
 // Thrown by listen() and adopt() once the server's stop has begun.
 class server_stopped : public std::logic_error {
@@ -105,11 +104,13 @@ struct server_options {
   // messages and must not wait for Nagle.
   bool no_delay = true;
   // Told of every failed accept, with the delay before the next attempt (zero
-  // for an error that concerns one peer only). Runs in the accept loop.
+  // for an error that concerns one peer only). Runs in the accept loop; what
+  // it throws goes to the exception handler.
   std::function<void(const std::error_code&, std::chrono::milliseconds retry_in)> on_accept_error;
   // Sessions at once; 0 means no limit. At the limit the server stops
   // accepting until a session ends: newcomers wait in the kernel backlog
-  // (up to `backlog`), the sessions it has are served as usual.
+  // (up to `backlog`), the sessions it has are served as usual. By default
+  // three quarters of the soft descriptor limit (default_max_connections()).
   std::size_t max_connections = default_max_connections();
   // When set, runs instead of the session function for connections accepted
   // beyond max_connections, to turn them away politely (HTTP: 503); at most
@@ -359,11 +360,11 @@ class server {
       }
       held.reset();
       if (l->closed()) co_return;
-      const auto delay = detail::is_peer_error(ec) ? 0ms : backoff;
+      const auto delay = detail::is_peer_error(ec) ? std::chrono::milliseconds(0) : backoff;
       contain(st, l->executor(), [&st, delay, ec = ec] {
         if (st->options.on_accept_error) st->options.on_accept_error(ec, delay);
       });
-      if (delay == 0ms) continue;
+      if (delay.count() == 0) continue;
       co_await l->async_backoff(delay, detail::use_nothrow);
       backoff = doubled(backoff, st->options.accept_backoff_max);
     }
