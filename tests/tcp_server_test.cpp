@@ -652,7 +652,15 @@ TEST_CASE("io_contexts whose concurrency hint disables Asio's locking are refuse
   CHECK_THROWS_AS(srv.adopt(tcp::acceptor(unsafe, loopback_any)), std::invalid_argument);
   CHECK(srv.local_endpoints().empty());
   CHECK_NOTHROW(srv.listen(loopback_any));
-  run(one, [&]() -> awaitable<void> { co_await srv.stop_now(); });
+}
+
+TEST_CASE("a server destroyed before its io_context ever ran, then the io_context, leave nothing behind") {
+  auto io = std::make_unique<asio::io_context>();
+  auto srv = std::make_unique<server>(io->get_executor(), echo);
+  srv->listen(loopback_any);
+  srv->listen(loopback_any);
+  srv.reset();
+  io.reset();  // destroys the accept loops' frames, which held the server's last state
 }
 
 TEST_CASE("max_connections holds with two threads: clients are served in turn, never more at once" *

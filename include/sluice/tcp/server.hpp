@@ -197,10 +197,13 @@ class server {
   void set_exception_handler(scope::exception_handler h) { state_->sessions.set_exception_handler(std::move(h)); }
 
   // Stops accepting for good and asks every session to stop, without waiting
-  // (stop_now() waits).
+  // (stop_now() waits). The accept loops' scope is stopped too: should the
+  // io_context then be destroyed without running again, the last loop frame
+  // to go releases a scope with nothing left to cancel.
   void request_stop() {
     state_->stop_accepting_for_good();
     state_->sessions.request_stop();
+    state_->accept_loops.request_stop();
   }
 
  private:
