@@ -29,7 +29,7 @@ http::server_options limited_to(std::size_t connections) {
 
 }  // namespace
 
-TEST_CASE("at max_connections the server serves the connections it has; a newcomer waits and is served when one closes") {
+TEST_CASE("at max_connections the server serves the ones it has; a newcomer waits, served once one closes") {
   asio::io_context io;
   http::server srv(io.get_executor(), ok, limited_to(1));
   stop_on_exit stop(io, srv);
@@ -54,7 +54,7 @@ TEST_CASE("at max_connections the server serves the connections it has; a newcom
   });
 }
 
-TEST_CASE("answer_503_at_limit: a newcomer gets 503 with Connection: close, counted as refused; the held one is served") {
+TEST_CASE("answer_503_at_limit: a newcomer gets 503 with Connection: close, counted as refused") {
   asio::io_context io;
   auto options = limited_to(1);
   options.answer_503_at_limit = true;

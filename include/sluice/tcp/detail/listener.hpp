@@ -111,7 +111,8 @@ class listener {
       std::lock_guard lock(self->mutex_);
       if (self->closed_) delay = std::chrono::milliseconds(0);
       // Within what the timer's duration holds: converting more would overflow.
-      delay = std::min(delay, std::chrono::duration_cast<std::chrono::milliseconds>(asio::steady_timer::duration::max()));
+      using std::chrono::duration_cast, std::chrono::milliseconds;
+      delay = std::min(delay, duration_cast<milliseconds>(asio::steady_timer::duration::max()));
       self->timer_.expires_after(delay);
       self->timer_.async_wait(std::forward<Handler>(handler));
     }
