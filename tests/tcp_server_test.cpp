@@ -1,6 +1,7 @@
 #include "sluice/tcp/server.hpp"
 
 #include "support/async_test.hpp"
+#include "support/http_client.hpp"
 
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -23,7 +24,6 @@ using sluice::tcp::server;
 
 namespace {
 
-constexpr auto nothrow = asio::experimental::as_tuple(use_awaitable);
 const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
 
 // Says "+" when it starts, then echoes lines until the peer leaves.
@@ -411,4 +411,299 @@ TEST_CASE("stop_now from another thread while the io_context runs on two threads
   }
   guard.reset();
   for (auto& t : runners) t.join();
+}
+
+// Issue 9: listen() once a stop has begun, exceptions in the accept loop, the connection limit,
+// concurrency hints without Asio's locking, the back-off's doubling. ------------------------------
+
+namespace {
+
+// Answers "+" and then waits for the peer to leave.
+awaitable<void> hold(tcp::socket s) {
+  co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+  char b;
+  co_await s.async_read_some(asio::buffer(&b, 1), nothrow);
+}
+
+// The messages of the exceptions handed to a server's exception handler.
+sluice::scope::exception_handler collect(std::vector<std::string>& messages) {
+  return [&messages](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      messages.push_back(ex.what());
+    }
+  };
+}
+
+// The lowest free descriptor becomes the soft limit: every new descriptor fails with EMFILE
+// until `original` is restored. Accept once before: UBSan's first type check of the accept's
+// completion needs a descriptor, and reports a false error without one.
+void exhaust_descriptors(const rlimit& original) {
+  const int lowest_free = ::dup(0);
+  ::close(lowest_free);
+  rlimit tight = original;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+  setrlimit(RLIMIT_NOFILE, &tight);
+}
+
+}  // namespace
+
+TEST_CASE("listen and adopt during stop_now throw server_stopped, and stop_now completes") {
+  asio::io_context io;
+  event cleaning(io.get_executor()), release(io.get_executor());
+  server srv(io.get_executor(), [&](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    asio::steady_timer hour(s.get_executor(), 1h);
+    co_await hour.async_wait(nothrow);
+    co_await asio::this_coro::reset_cancellation_state();
+    cleaning.set();
+    co_await release.wait();  // the stop is under way until the test says so
+  });
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto client = co_await connect_session(ep);
+    event stopped(io.get_executor());
+    asio::co_spawn(io, srv.stop_now(), [&](std::exception_ptr) { stopped.set(); });
+    co_await cleaning.wait();
+    CHECK_THROWS_AS(srv.listen(loopback_any), sluice::tcp::server_stopped);
+    CHECK_THROWS_AS(srv.adopt(tcp::acceptor(io, loopback_any)), sluice::tcp::server_stopped);
+    release.set();
+    co_await stopped.wait();
+    CHECK(srv.local_endpoints().size() == 1);
+  });
+}
+
+TEST_CASE("listen and adopt after stop_now or request_stop throw server_stopped; stop_accepting alone does not") {
+  asio::io_context io;
+  server srv(io.get_executor(), echo);
+  srv.listen(loopback_any);
+  srv.stop_accepting();
+  auto ep = srv.listen(loopback_any);  // a pause, not a stop: listening again is allowed
+  run(io, [&]() -> awaitable<void> {
+    co_await srv.stop_now();
+    try {
+      srv.listen(ep);
+      FAIL("listen after stop_now did not throw");
+    } catch (const sluice::tcp::server_stopped& e) {
+      CHECK(std::string(e.what()).find("stopping or stopped") != std::string::npos);
+    }
+    tcp::acceptor acceptor(io, loopback_any);
+    CHECK_THROWS_AS(srv.adopt(std::move(acceptor)), sluice::tcp::server_stopped);
+    CHECK_FALSE(acceptor.is_open());
+  });
+  CHECK_NOTHROW(tcp::acceptor(io, ep));  // the port stayed free
+
+  server other(io.get_executor(), echo);
+  other.request_stop();
+  CHECK_THROWS_AS(other.listen(loopback_any), sluice::tcp::server_stopped);
+}
+
+TEST_CASE("a session function that throws costs its one connection; the accept loop accepts on") {
+  asio::io_context io;
+  int calls = 0;
+  server srv(io.get_executor(), [&](tcp::socket s) -> awaitable<void> {
+    if (++calls == 1) throw std::runtime_error("no session for you");
+    return echo(std::move(s));
+  });
+  std::vector<std::string> caught;
+  srv.set_exception_handler(collect(caught));
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto refused = co_await connect_to(ep);
+    CHECK(co_await sees_close(refused));
+    auto served = co_await connect_session(ep);
+    CHECK(co_await exchange(served, "on\n") == "on\n");
+    REQUIRE(caught.size() == 1);
+    CHECK(caught[0] == "no session for you");
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("an on_accept_error that throws is reported and the accept loop backs off and accepts on") {
+  asio::io_context io;
+  rlimit original{};
+  getrlimit(RLIMIT_NOFILE, &original);
+  sluice::tcp::server_options options;
+  options.accept_backoff = 1ms;
+  options.on_accept_error = [&](const std::error_code&, std::chrono::milliseconds) {
+    setrlimit(RLIMIT_NOFILE, &original);
+    throw std::runtime_error("observer failed");
+  };
+  server srv(io.get_executor(), echo, options);
+  std::vector<std::string> caught;
+  srv.set_exception_handler(collect(caught));
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto warm = co_await connect_session(ep);
+    tcp::socket waiting(io);
+    waiting.open(tcp::v4());
+    exhaust_descriptors(original);
+    co_await waiting.async_connect(ep, use_awaitable);
+    char plus = 0;
+    co_await asio::async_read(waiting, asio::buffer(&plus, 1), use_awaitable);
+    CHECK(plus == '+');
+    REQUIRE(!caught.empty());
+    CHECK(caught[0] == "observer failed");
+    co_await srv.stop_now();
+  });
+  setrlimit(RLIMIT_NOFILE, &original);
+}
+
+TEST_CASE("the back-off saturates at accept_backoff_max for the largest durations") {
+  asio::io_context io;
+  rlimit original{};
+  getrlimit(RLIMIT_NOFILE, &original);
+  event failed(io.get_executor());
+  std::vector<std::chrono::milliseconds> delays;
+  sluice::tcp::server_options options;
+  options.accept_backoff = options.accept_backoff_max = std::chrono::milliseconds::max();
+  options.on_accept_error = [&](const std::error_code&, std::chrono::milliseconds retry_in) {
+    setrlimit(RLIMIT_NOFILE, &original);
+    delays.push_back(retry_in);
+    failed.set();
+  };
+  server srv(io.get_executor(), echo, options);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto warm = co_await connect_session(ep);
+    tcp::socket waiting(io);
+    waiting.open(tcp::v4());
+    exhaust_descriptors(original);
+    co_await waiting.async_connect(ep, use_awaitable);
+    co_await failed.wait();
+    co_await srv.stop_now();  // ends the back-off, after which the next one is computed
+  });
+  setrlimit(RLIMIT_NOFILE, &original);
+  REQUIRE(delays.size() == 1);
+  CHECK(delays[0] == std::chrono::milliseconds::max());
+}
+
+TEST_CASE("max_connections defaults to three quarters of the soft descriptor limit") {
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  REQUIRE(limit.rlim_cur != RLIM_INFINITY);
+  CHECK(sluice::tcp::server_options{}.max_connections == limit.rlim_cur / 4 * 3);
+}
+
+TEST_CASE("at max_connections the server keeps its sessions and accepts the next one when one ends") {
+  asio::io_context io;
+  sluice::tcp::server_options options;
+  options.max_connections = 2;
+  server srv(io.get_executor(), echo, options);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto a = co_await connect_session(ep);
+    auto b = co_await connect_session(ep);
+    auto waiting = co_await connect_to(ep);  // completes in the kernel's backlog
+    CHECK(co_await exchange(a, "a\n") == "a\n");
+    CHECK(co_await exchange(b, "b\n") == "b\n");
+    CHECK(srv.accepted() == 2);
+    CHECK(srv.connections() == 2);
+    a.close();
+    char plus = 0;
+    co_await asio::async_read(waiting, asio::buffer(&plus, 1), use_awaitable);
+    CHECK(plus == '+');
+    CHECK(co_await exchange(waiting, "c\n") == "c\n");
+    CHECK(co_await exchange(b, "b\n") == "b\n");
+    CHECK(srv.accepted() == 3);
+    CHECK(srv.refused() == 0);
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("refuse_session gets the connections beyond max_connections, at most max_refusing at once") {
+  asio::io_context io;
+  sluice::tcp::server_options options;
+  options.max_connections = 1;
+  options.max_refusing = 1;
+  options.refuse_session = [](tcp::socket s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("-", 1), use_awaitable);
+    char b;
+    co_await s.async_read_some(asio::buffer(&b, 1), nothrow);  // held until the peer leaves
+  };
+  server srv(io.get_executor(), hold, options);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto served = co_await connect_session(ep);
+    auto refused = co_await connect_to(ep);
+    char sign = 0;
+    co_await asio::async_read(refused, asio::buffer(&sign, 1), use_awaitable);
+    CHECK(sign == '-');
+    CHECK(srv.refused() == 1);
+    auto waiting = co_await connect_to(ep);  // past max_refusing too: left in the backlog
+    refused.close();
+    co_await asio::async_read(waiting, asio::buffer(&sign, 1), use_awaitable);
+    CHECK(sign == '-');
+    CHECK(srv.refused() == 2);
+    CHECK(srv.accepted() == 3);
+    co_await srv.stop_now();
+  });
+}
+
+TEST_CASE("io_contexts whose concurrency hint disables Asio's locking are refused") {
+  asio::io_context unsafe(ASIO_CONCURRENCY_HINT_UNSAFE);
+  asio::io_context unsafe_io(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
+  asio::io_context one(1);
+  CHECK_THROWS_AS(server(unsafe.get_executor(), echo), std::invalid_argument);
+  CHECK_THROWS_AS(server(unsafe_io.get_executor(), echo), std::invalid_argument);
+  server srv(one.get_executor(), echo);
+  CHECK_THROWS_AS(srv.listen(loopback_any, unsafe_io.get_executor()), std::invalid_argument);
+  CHECK_THROWS_AS(srv.adopt(tcp::acceptor(unsafe, loopback_any)), std::invalid_argument);
+  CHECK(srv.local_endpoints().empty());
+  CHECK_NOTHROW(srv.listen(loopback_any));
+}
+
+TEST_CASE("a server destroyed before its io_context ever ran, then the io_context, leave nothing behind") {
+  auto io = std::make_unique<asio::io_context>();
+  auto srv = std::make_unique<server>(io->get_executor(), echo);
+  srv->listen(loopback_any);
+  srv->listen(loopback_any);
+  srv.reset();
+  io.reset();  // destroys the accept loops' frames, which held the server's last state
+}
+
+TEST_CASE("max_connections holds with two threads: clients are served in turn, never more at once" *
+          doctest::test_suite("mt")) {
+  asio::io_context io;
+  auto guard = asio::make_work_guard(io);
+  std::vector<std::thread> runners;
+  for (int i = 0; i < 2; ++i) runners.emplace_back([&] { io.run(); });
+  std::atomic<int> open{0}, most{0};
+  sluice::tcp::server_options options;
+  options.max_connections = 2;
+  server srv(
+      io.get_executor(),
+      [&](tcp::socket s) -> awaitable<void> {
+        const int now = ++open;
+        for (int seen = most; now > seen && !most.compare_exchange_weak(seen, now);) {
+        }
+        co_await hold(std::move(s));
+        --open;
+      },
+      options);
+  auto ep = srv.listen(loopback_any);
+  std::vector<std::thread> clients;
+  std::atomic<int> served{0};
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        asio::io_context client_io;
+        tcp::socket s(client_io);
+        s.connect(ep);
+        char plus = 0;
+        asio::read(s, asio::buffer(&plus, 1));
+        if (plus == '+') ++served;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  std::promise<void> stopped;
+  asio::co_spawn(io, srv.stop_now(), [&](std::exception_ptr) { stopped.set_value(); });
+  stopped.get_future().get();
+  guard.reset();
+  for (auto& t : runners) t.join();
+  CHECK(served == 40);
+  CHECK(most <= 2);
+  CHECK(srv.accepted() == 40);
 }

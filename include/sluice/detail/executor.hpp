@@ -9,16 +9,40 @@
 #include <asio/io_context.hpp>
 #include <asio/strand.hpp>
 
+#include <optional>
+#include <stdexcept>
+
 namespace sluice::detail {
 
-// True when `ex` belongs to an execution context that Asio was promised runs
-// on one thread: io_context(1), or one of the unsafe concurrency hints.
-inline bool runs_on_one_thread(const asio::any_io_executor& ex) {
+// The concurrency hint `ex`'s execution context was constructed with, if it
+// is one that takes hints (an io_context).
+inline std::optional<int> concurrency_hint(const asio::any_io_executor& ex) {
   auto& ctx = asio::query(ex, asio::execution::context);
-  if (!asio::has_service<asio::detail::scheduler>(ctx)) return false;
-  const int hint = asio::use_service<asio::detail::scheduler>(ctx).concurrency_hint();
-  return hint == 1 || hint == ASIO_CONCURRENCY_HINT_UNSAFE || hint == ASIO_CONCURRENCY_HINT_UNSAFE_IO;
+  if (!asio::has_service<asio::detail::scheduler>(ctx)) return std::nullopt;
+  return asio::use_service<asio::detail::scheduler>(ctx).concurrency_hint();
 }
+
+// The servers touch their contexts from any thread (a stop dispatches to
+// every session, a close comes from whoever calls it), which is only safe
+// while Asio keeps its internal locks: a context built with
+// ASIO_CONCURRENCY_HINT_UNSAFE or ASIO_CONCURRENCY_HINT_UNSAFE_IO (or any hint
+// that turns a lock off) is refused with std::invalid_argument.
+inline void require_asio_locking(const asio::any_io_executor& ex) {
+  const auto hint = concurrency_hint(ex);
+  if (!hint) return;
+  if (ASIO_CONCURRENCY_HINT_IS_LOCKING(SCHEDULER, *hint) &&
+      ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_REGISTRATION, *hint) &&
+      ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, *hint))
+    return;
+  throw std::invalid_argument(
+      "sluice: an io_context whose concurrency hint disables Asio's locking (ASIO_CONCURRENCY_HINT_UNSAFE, "
+      "ASIO_CONCURRENCY_HINT_UNSAFE_IO) cannot serve: the server uses it from other threads; use a hint of 1");
+}
+
+// True when `ex` belongs to an io_context that Asio was promised runs on one
+// thread: io_context(1). (The hints that also drop Asio's locks are refused
+// by require_asio_locking.)
+inline bool runs_on_one_thread(const asio::any_io_executor& ex) { return concurrency_hint(ex) == 1; }
 
 // An executor that runs one task's handlers one at a time: a new strand, or
 // `ex` itself where everything already runs on one thread (a strand would

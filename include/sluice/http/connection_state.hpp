@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace sluice::http {
@@ -30,6 +31,9 @@ constexpr std::string_view to_string(connection_state s) {
 
 struct state_counts {
   std::array<std::size_t, connection_state_count> by_state{};
+  // Connections answered 503 at the connection limit since the server
+  // started (server_options::answer_503_at_limit); not part of total().
+  std::uint64_t refused = 0;
 
   std::size_t operator[](connection_state s) const { return by_state[static_cast<std::size_t>(s)]; }
   std::size_t total() const {

@@ -64,6 +64,12 @@ struct server_options {
   // state counts stay exact.
   std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from, connection_state to, bool closed)>
       on_state_change;
+  // At tcp.max_connections the server stops accepting until a connection
+  // ends; newcomers wait in the kernel backlog. With answer_503_at_limit it
+  // accepts them and answers each one's first request with 503 and
+  // "Connection: close" (at most tcp.max_refusing at once, past which it
+  // pauses as well): a client then learns at once instead of timing out.
+  bool answer_503_at_limit = false;
   tcp::server_options tcp;
 };
 

@@ -25,6 +25,10 @@
 //   server first keeps serving for that long while draining() already says
 //   so (for load balancers to take it out of rotation). A grace period too
 //   long for the clock (milliseconds::max()) means no deadline.
+// - Once stop_now(), shutdown() (from when it stops accepting) or the
+//   destructor has begun, listen() and adopt() throw tcp::server_stopped.
+// - At most tcp.max_connections connections at once; past it, newcomers wait
+//   in the kernel backlog, or get 503 (see server_options::answer_503_at_limit).
 // - close_idle(): closes the connections that are idle or never used now.
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
@@ -106,13 +110,14 @@ class basic_server {
   basic_server(asio::any_io_executor ex, handler_type handler, server_options options = {},
                Transport transport = {})
       : state_(std::make_shared<state>(ex, std::move(options), std::move(handler), std::move(transport))) {
-    state_->tcp.emplace(std::move(ex), session_function(state_), state_->core.options.tcp);
+    auto tcp_options = state_->core.options.tcp;
+    if (state_->core.options.answer_503_at_limit) tcp_options.refuse_session = session_function(state_, true);
+    state_->tcp.emplace(std::move(ex), session_function(state_, false), std::move(tcp_options));
   }
   basic_server(const basic_server&) = delete;
   basic_server& operator=(const basic_server&) = delete;
   ~basic_server() {
     state_->core.forcing = true;
-    state_->tcp->stop_accepting();
     state_->tcp->request_stop();
   }
 
@@ -152,7 +157,7 @@ class basic_server {
       co_await wait.async_wait(detail::use_nothrow);
     }
     st->core.registry.start_draining();
-    st->tcp->stop_accepting();
+    st->tcp->stop_accepting_for_good();
     st->core.registry.close_idle();
     auto first = co_await (st->tcp->join() || deadline.async_wait(asio::use_awaitable));
     if (first.index() == 1) {
@@ -179,7 +184,11 @@ class basic_server {
   }
 
   // Open connections by state.
-  state_counts connections() const { return state_->core.registry.counts(); }
+  state_counts connections() const {
+    auto counts = state_->core.registry.counts();
+    counts.refused = state_->tcp->refused();
+    return counts;
+  }
   std::uint64_t accepted() const { return state_->tcp->accepted(); }
   // Request bodies a handler left unread that proved malformed or larger than
   // max_discard while the server discarded them. Each one's response was
@@ -245,9 +254,10 @@ class basic_server {
   }
 
   // The sessions hold the state only while they run: the server's state owns
-  // the TCP server, which owns this function.
-  static tcp::server::session_function session_function(const std::shared_ptr<state>& st) {
-    return [weak = std::weak_ptr<state>(st)](asio::ip::tcp::socket socket) {
+  // the TCP server, which owns this function. `refused`: for the connections
+  // accepted beyond the limit, which get 503.
+  static tcp::server::session_function session_function(const std::shared_ptr<state>& st, bool refused) {
+    return [weak = std::weak_ptr<state>(st), refused](asio::ip::tcp::socket socket) {
       auto st = weak.lock();
       if (!st) return nothing();
       asio::ip::tcp::endpoint peer;
@@ -256,6 +266,7 @@ class basic_server {
         peer = socket.remote_endpoint(ignored);
       }
       auto conn = std::make_shared<detail::connection>(st->core.registry, peer);
+      if (refused) conn->refuse();
       auto stream = st->transport.make_stream(std::move(socket));
       return detail::session<Transport>::serve(st->core, st->transport, {st, std::move(conn), std::move(stream)});
     };

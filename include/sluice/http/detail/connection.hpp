@@ -157,6 +157,11 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   // idle or fresh: its peer's next request, if any, was never read.
   bool close_requested() const { return close_requested_; }
 
+  // Accepted beyond tcp.max_connections: its first request is answered 503
+  // with "Connection: close". Set before the session starts.
+  void refuse() { refused_ = true; }
+  bool refused() const { return refused_; }
+
   void close_if_idle() {
     if (state_ != connection_state::idle && state_ != connection_state::fresh) return;
     close_requested_ = true;
@@ -203,6 +208,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
   bool close_requested_ = false;
+  bool refused_ = false;
   // The registry's list, guarded by its mutex.
   friend class connection_registry;
   connection* prev_ = nullptr;

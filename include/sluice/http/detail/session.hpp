@@ -295,11 +295,11 @@ class session final : body_source, body_sink {
     final_head_sent_ = false;
     io_failed_ = false;
     request req(head, *this);
-    const bool over_limit = limit() && served_ > limit();
+    const bool over_limit = (limit() && served_ > limit()) || conn_->refused();
 
     std::optional<response> handled;
     if (over_limit)
-      handled = error_response(503, "too many requests on one connection");
+      handled = error_response(503, conn_->refused() ? "too many connections" : "too many requests on one connection");
     else if (connect_with_content(head))
       handled = error_response(400, "CONNECT request with content");
     else

@@ -10,6 +10,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <mutex>
@@ -30,9 +31,9 @@ inline bool is_peer_error(const std::error_code& ec) {
          ec == std::error_code(EPROTO, asio::system_category());
 }
 
-// An acceptor that may be closed from any thread: close() and the initiation
-// of every operation on the acceptor and its back-off timer take one mutex,
-// so a close never races an accept being started on another thread.
+// An acceptor that may be closed from any thread: close(), wake() and the
+// initiation of every operation on the acceptor and its timer take one
+// mutex, so a close never races an accept being started on another thread.
 class listener {
  public:
   listener(asio::any_io_executor ex, tcp::acceptor acceptor, bool one_thread)
@@ -40,7 +41,7 @@ class listener {
         inner_(acceptor.get_executor()),
         one_thread_(one_thread),
         acceptor_(std::move(acceptor)),
-        backoff_(executor_) {}
+        timer_(executor_) {}
 
   // The accept loop's executor, and the one sessions derive theirs from.
   const asio::any_io_executor& executor() const { return executor_; }
@@ -56,7 +57,15 @@ class listener {
     closed_ = true;
     std::error_code ignored;
     acceptor_.close(ignored);
-    backoff_.cancel();
+    timer_.cancel();
+  }
+
+  // Ends a pause (see async_pause), or the next one if none is pending yet,
+  // so a wake that comes before the wait is not lost.
+  void wake() {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+    timer_.cancel();
   }
 
   bool closed() const {
@@ -77,6 +86,13 @@ class listener {
     return asio::async_initiate<Token, void(std::error_code)>(initiate_backoff{this}, token, delay);
   }
 
+  // Waits, with no deadline, for wake() or close(); at once if either came
+  // since the last pause.
+  template <typename Token>
+  auto async_pause(Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(initiate_pause{this}, token);
+  }
+
  private:
   struct initiate_accept {
     listener* self;
@@ -94,8 +110,26 @@ class listener {
     void operator()(Handler&& handler, std::chrono::milliseconds delay) const {
       std::lock_guard lock(self->mutex_);
       if (self->closed_) delay = std::chrono::milliseconds(0);
-      self->backoff_.expires_after(delay);
-      self->backoff_.async_wait(std::forward<Handler>(handler));
+      // Within what the timer's duration holds: converting more would overflow.
+      using std::chrono::duration_cast, std::chrono::milliseconds;
+      delay = std::min(delay, duration_cast<milliseconds>(asio::steady_timer::duration::max()));
+      self->timer_.expires_after(delay);
+      self->timer_.async_wait(std::forward<Handler>(handler));
+    }
+  };
+
+  struct initiate_pause {
+    listener* self;
+    template <typename Handler>
+    void operator()(Handler&& handler) const {
+      std::lock_guard lock(self->mutex_);
+      const bool at_once = self->closed_ || self->woken_;
+      self->woken_ = false;
+      if (at_once)
+        self->timer_.expires_at(asio::steady_timer::time_point::min());
+      else
+        self->timer_.expires_at(asio::steady_timer::time_point::max());
+      self->timer_.async_wait(std::forward<Handler>(handler));
     }
   };
 
@@ -104,9 +138,10 @@ class listener {
   bool one_thread_;
   mutable std::mutex mutex_;
   tcp::acceptor acceptor_;
-  asio::steady_timer backoff_;
+  asio::steady_timer timer_;  // back-off delays and pauses at the connection limit
   tcp::endpoint endpoint_;
   bool closed_ = false;
+  bool woken_ = false;
 };
 
 }  // namespace sluice::tcp::detail
