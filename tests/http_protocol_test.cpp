@@ -333,6 +333,50 @@ TEST_CASE("a 1xx status returned as the final response gets a 500; the next requ
   });
 }
 
+TEST_CASE("a switch the client did not ask for, or a 2xx to CONNECT without its tunnel, gets a 500") {
+  asio::io_context io;
+  error_log log;
+  auto options = long_timeouts();
+  log.attach(options);
+  std::size_t switched = 0;
+  http::server srv(
+      io.get_executor(),
+      [&](http::request&) -> awaitable<http::response> {
+        auto res = http::response::text(101, "");
+        res.upgrade = [&](http::upgraded&) -> awaitable<void> {
+          ++switched;
+          co_return;
+        };
+        co_return res;
+      },
+      options);
+  http::server no_tunnel(
+      io.get_executor(),
+      [](http::request&) -> awaitable<http::response> { co_return http::response::text(200, ""); }, options);
+  stop_on_exit stop(io, srv);
+  stop_on_exit stop_no_tunnel(io, no_tunnel);
+  auto ep = srv.listen(loopback_any);
+  auto no_tunnel_ep = no_tunnel.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    // A 101 to a request without Upgrade: refused, and the connection serves on.
+    auto c = co_await http_client::connect(ep);
+    co_await c.send(get("/no-upgrade-asked"));
+    auto r = co_await c.read_response();
+    CHECK(r.status == 500);
+    CHECK(!r.closes());
+    // A 200 to CONNECT with no upgrade function would be read as an open tunnel.
+    auto t = co_await http_client::connect(no_tunnel_ep);
+    co_await t.send("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n");
+    auto tr = co_await t.read_response();
+    CHECK(tr.status == 500);
+    CHECK(tr.closes());
+    CHECK(switched == 0);
+    CHECK(log.errors.size() == 2);
+    co_await srv.stop_now();
+    co_await no_tunnel.stop_now();
+  });
+}
+
 TEST_CASE("a malformed body found while discarding it: the response whole, then a lingering close, counted") {
   asio::io_context io;
   state_log log(io);

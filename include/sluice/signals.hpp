@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <exception>
 #include <vector>
 
 namespace sluice {
@@ -69,8 +70,17 @@ auto stop_on_signals(Server& server, asio::signal_set& signals, std::chrono::ste
     };
     scope watcher;
     watcher.spawn(ex, std::move(escalate));
-    report.summary = co_await server.shutdown(grace);
+    // The watcher refers to this frame: it is joined on every way out,
+    // cancellation of this coroutine included.
+    std::exception_ptr failed;
+    try {
+      report.summary = co_await server.shutdown(grace);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    co_await asio::this_coro::reset_cancellation_state();
     co_await watcher.stop();
+    if (failed) std::rethrow_exception(failed);
   }
   report.took = std::chrono::steady_clock::now() - start;
   co_return report;

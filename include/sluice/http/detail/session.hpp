@@ -307,7 +307,7 @@ class session final : body_source, body_sink {
     if (!handled) co_return next::abort;
     response& res = *handled;
     consume_pending();
-    if (auto unsendable = check_sendable(res)) {
+    if (auto unsendable = check_sendable(head, res)) {
       report(unsendable);
       res = status_response(500, {});  // the connection itself is intact: it stays usable
     }
@@ -367,15 +367,22 @@ class session final : body_source, body_sink {
   }
 
   // Why the handler's response cannot go on the wire as it is, if it cannot:
-  // a header field that would split it, or a 1xx status as a final one,
-  // which the client would complete with the next request's response.
-  static std::exception_ptr check_sendable(const response& res) {
+  // a header field that would split it; a 1xx status as a final one, which
+  // the client would complete with the next request's response; a switch the
+  // client did not ask for (RFC 9110 15.2.2: 101 only to an Upgrade request);
+  // or a 2xx to CONNECT that does not take the tunnel, which the client
+  // would take for one (RFC 9110 9.3.6).
+  static std::exception_ptr check_sendable(const request_head& head, const response& res) {
     try {
       check_fields(res.headers);
-      const bool interim = res.status < 200 && !(res.status == 101 && res.upgrade);
+      const bool connect = head.method == "CONNECT";
+      const bool interim = res.status < 200 && !(res.status == 101 && res.upgrade && head.upgrade && !connect);
       if (interim || res.status > 999)
         throw std::invalid_argument("sluice::http: status " + std::to_string(res.status) +
-                                    " cannot be a final response");
+                                    " cannot be a final response" +
+                                    (res.status == 101 ? " (101 needs an Upgrade request and an upgrade function)" : ""));
+      if (connect && res.status / 100 == 2 && !res.upgrade)
+        throw std::invalid_argument("sluice::http: a 2xx response to CONNECT opens a tunnel: it needs an upgrade function");
     } catch (const std::invalid_argument&) {
       return std::current_exception();
     }
