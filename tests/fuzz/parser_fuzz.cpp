@@ -53,7 +53,7 @@ bool valid_status(unsigned s) {
   return s == 400 || s == 413 || s == 414 || s == 431 || s == 501 || s == 505;
 }
 
-void check_fields(const http::fields& f) {
+void assert_parsed_fields(const http::fields& f) {
   for (const auto [name, value] : f) {
     FUZZ_ASSERT(http::detail::is_token(name));
     for (char c : value) FUZZ_ASSERT(http::detail::is_field_char(c));
@@ -87,7 +87,7 @@ void check_head(const http::request_head& h, const http::parser_limits& limits) 
   for (char c : h.target) FUZZ_ASSERT(http::detail::is_target_char(c));
   FUZZ_ASSERT(h.version_minor == 0 || h.version_minor == 1);
   FUZZ_ASSERT(h.headers.size() <= limits.max_header_count);
-  check_fields(h.headers);
+  assert_parsed_fields(h.headers);
   FUZZ_ASSERT(h.content_length <= limits.max_body);
   FUZZ_ASSERT((h.body == http::body_kind::length) == (h.content_length > 0));
   FUZZ_ASSERT(!h.expect_continue || (h.version_minor == 1 && h.body != http::body_kind::none));
@@ -214,7 +214,7 @@ trace drive(std::string_view input, const http::parser_limits& limits, NextPiece
     }
     if (h.body == http::body_kind::length) FUZZ_ASSERT(body.size() == h.content_length);
     FUZZ_ASSERT(p.trailers().size() <= limits.max_header_count);
-    check_fields(p.trailers());
+    assert_parsed_fields(p.trailers());
     record(t, body);
     for (const auto [name, value] : p.trailers()) {
       record(t, name);
