@@ -390,10 +390,12 @@ class session final : body_source, body_sink {
   }
 
   // The response refusing a protocol switch whose request body could not be
-  // read; none when the connection is gone.
+  // read; none when the server is stopping or the connection broke. A peer
+  // that ended its side inside the body may still be reading: it is told.
   static std::optional<response> refusal_for(std::error_code failed) {
     if (failed.category() == http_category()) return error_response(status_for(failed), failed.message());
     if (failed == asio::error::timed_out) return error_response(408, "the request body stalled");
+    if (failed == asio::error::connection_aborted) return error_response(400, "the request body ended early");
     return std::nullopt;
   }
 
