@@ -10,8 +10,12 @@
 //   leaves the scope after its coroutine frame has been destroyed, so its
 //   locals (sockets, timers, buffers) are gone by then.
 // - request_stop() delivers terminal cancellation to every task, on the
-//   task's own executor: whatever operation the task is suspended in, however
-//   deeply nested in co_awaits, completes with asio::error::operation_aborted.
+//   task's own executor: the operation the task is suspended in, however
+//   deeply nested in co_awaits, completes with asio::error::operation_aborted,
+//   provided it supports Asio's cancellation slots (sockets, timers, signal
+//   sets, SSL streams and what is composed of them do; Asio 1.22's
+//   resolver does not). One that does not runs to its own end, and the task's
+//   next co_await then throws operation_aborted.
 //   From then on spawn() throws scope_closed and try_spawn() returns false.
 //   Stop is requested once; calling it again does nothing.
 // - join() completes when the scope is empty, at once if it is empty now.

@@ -10,7 +10,9 @@
 //
 // Guarantees
 // - stop_now(): closes the listeners, cancels every connection in every
-//   state (a handler's pending operations complete with operation_aborted),
+//   state (a handler's pending operation completes with operation_aborted if
+//   it supports cancellation slots, as Asio's sockets and timers do; see
+//   scope.hpp),
 //   and completes when every session has finished and every socket is closed.
 //   Nothing else on the io_context is touched.
 // - shutdown(grace): stops accepting; closes never-used and idle connections
@@ -42,8 +44,10 @@
 //   counts it.
 // - A response that cannot be sent as the handler built it (CR, LF or a
 //   control in a header field; a 1xx status, except 101 with an upgrade
-//   function) is answered with a 500 instead and reported to
-//   on_handler_error; the connection stays usable.
+//   function to a request that asked for one with Upgrade; a 2xx to CONNECT
+//   without an upgrade function to carry the tunnel) is answered with a 500
+//   instead and reported to on_handler_error; the connection stays usable
+//   unless the request was an upgrade or a CONNECT.
 // - 100 Continue is sent only before the final response head: a handler
 //   that starts its response before reading the body gets no 100 (the
 //   client sends the body on seeing the head, or after its own wait), and
