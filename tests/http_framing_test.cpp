@@ -21,8 +21,6 @@ using namespace sluice::test;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 const std::string chunked_post = "POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 // Chunks of one body byte behind a 4,000-byte extension, as in the report: 4,007 wire bytes each.

@@ -27,18 +27,7 @@ using cs = sluice::http::connection_state;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 awaitable<http::response> hello(http::request&) { co_return http::response::text(200, "hello\n"); }
-
-// A keep-alive connection that has had its response: its session now waits idle.
-awaitable<http_client> idle_client(tcp::endpoint ep) {
-  auto c = co_await http_client::connect(ep);
-  auto r = co_await c.request(get("/"));
-  REQUIRE(r.status == 200);
-  REQUIRE_FALSE(r.closes());
-  co_return c;
-}
 
 std::string what(std::exception_ptr e) {
   try {

@@ -17,8 +17,6 @@ using namespace sluice::test;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 awaitable<http::response> ok(http::request&) { co_return http::response::text(200, "ok\n"); }
 
 http::server_options limited_to(std::size_t connections) {

@@ -30,8 +30,6 @@ using cs = sluice::http::connection_state;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // A client on a thread of its own: it sends a malformed request line, reads the head of the 400,
 // then writes as fast as the kernel takes bytes until the server ends the connection. The peer a
 // lingering close must not wait on forever. The destructor joins the thread, which ends once the
@@ -109,6 +107,18 @@ std::string upgrade_with_body(std::string_view framing, std::string_view body) {
   std::string r = "GET /upgrade HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n";
   r.append(framing).append("\r\n\r\n").append(body);
   return r;
+}
+
+// Sends `request` on a connection of its own and expects `status` with "Connection: close", then
+// the end of the connection with nothing more from the server.
+awaitable<void> expect_refused_and_closed(tcp::endpoint ep, std::string request, unsigned status) {
+  auto c = co_await http_client::connect(ep);
+  co_await c.send(request);
+  auto r = co_await c.read_response();
+  CHECK(r.status == status);
+  CHECK(r.closes());
+  c.socket().shutdown(tcp::socket::shutdown_send);
+  co_await check_closed_silently(c);
 }
 
 }  // namespace
@@ -231,32 +241,15 @@ TEST_CASE("an upgrade starts after the whole request body; a body that cannot be
     CHECK(switched == 1);
 
     // A malformed body: no switch, its error, and the connection closes.
-    auto bad = co_await http_client::connect(ep);
-    co_await bad.send(upgrade_with_body("Transfer-Encoding: chunked", "zz\r\nPING"));
-    auto refused = co_await bad.read_response();
-    CHECK(refused.status == 400);
-    CHECK(refused.closes());
-    bad.socket().shutdown(tcp::socket::shutdown_send);
-    co_await check_closed_silently(bad);
+    co_await expect_refused_and_closed(ep, upgrade_with_body("Transfer-Encoding: chunked", "zz\r\nPING"), 400);
 
     // A body beyond max_discard: 413, no switch.
-    auto large = co_await http_client::connect(ep);
-    co_await large.send(upgrade_with_body("Content-Length: 2000", std::string(2000, 'b')));
-    auto too_large = co_await large.read_response();
-    CHECK(too_large.status == 413);
-    CHECK(too_large.closes());
-    large.socket().shutdown(tcp::socket::shutdown_send);
-    co_await check_closed_silently(large);
+    co_await expect_refused_and_closed(ep, upgrade_with_body("Content-Length: 2000", std::string(2000, 'b')), 413);
     CHECK(switched == 1);
 
     // CONNECT has no content (RFC 9110 9.3.6): one declaring some is refused before the handler.
-    auto tunnel = co_await http_client::connect(ep);
-    co_await tunnel.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 5\r\n\r\nhello");
-    auto not_opened = co_await tunnel.read_response();
-    CHECK(not_opened.status == 400);
-    CHECK(not_opened.closes());
-    tunnel.socket().shutdown(tcp::socket::shutdown_send);
-    co_await check_closed_silently(tunnel);
+    co_await expect_refused_and_closed(
+        ep, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nContent-Length: 5\r\n\r\nhello", 400);
     CHECK(connects == 0);
 
     // Without content, CONNECT opens its tunnel.

@@ -29,8 +29,6 @@ using cs = sluice::http::connection_state;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // "<method> <target> <body>", the body read whole.
 awaitable<http::response> echo_request(http::request& req) {
   std::string body = co_await req.read_body();

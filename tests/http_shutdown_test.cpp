@@ -27,8 +27,6 @@ using cs = sluice::http::connection_state;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // Serves "/" at once; "/gate" waits at `g` first, then answers with `size` bytes.
 http::server::handler_type gated(gate& g, std::size_t size = 16) {
   return [&g, size](http::request& req) -> awaitable<http::response> {
@@ -63,17 +61,6 @@ class io_thread {
   asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io);
   std::thread thread_;
 };
-
-// A keep-alive connection that has had one response, so its session now waits idle. A
-// connection accepted before it has its session started too: the accept loop starts sessions in
-// order on one thread.
-awaitable<http_client> idle_client(tcp::endpoint ep) {
-  auto c = co_await http_client::connect(ep);
-  auto r = co_await c.request(get("/"));
-  REQUIRE(r.status == 200);
-  REQUIRE(!r.closes());
-  co_return c;
-}
 
 // Upgrades to the echo protocol with bytes sent right behind the request head, and checks that
 // they come back first.

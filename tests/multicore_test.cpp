@@ -24,7 +24,6 @@ namespace http = sluice::http;
 namespace {
 
 constexpr auto nothrow = asio::experimental::as_tuple(use_awaitable);
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
 constexpr std::string_view request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
 // Makes requests on one connection after another until the server is gone.

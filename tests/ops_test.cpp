@@ -23,8 +23,6 @@ using report_type = sluice::stop_report<http::shutdown_summary>;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // Answers /gate only once the test opens the gate, anything else at once.
 struct gated_handler {
   event* gate;

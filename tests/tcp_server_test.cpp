@@ -24,8 +24,6 @@ using sluice::tcp::server;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // Says "+" when it starts, then echoes lines until the peer leaves.
 awaitable<void> echo(tcp::socket s) {
   co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);

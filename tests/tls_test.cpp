@@ -33,8 +33,6 @@ namespace tls = sluice::tls;
 
 namespace {
 
-const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
-
 // Two certificates for the whole run: the server starts with `one`; reload tests move to `two`.
 struct test_certs {
   temp_dir dir;

@@ -23,6 +23,9 @@ using asio::use_awaitable;
 using asio::ip::tcp;
 using namespace std::chrono_literals;
 
+// Port 0 on 127.0.0.1: the kernel picks a free port, and listen() says which.
+inline const tcp::endpoint loopback_any(asio::ip::address_v4::loopback(), 0);
+
 // Runs `f` (a coroutine function) on `io` until it completes, rethrowing what
 // it threw. Other work left on `io` stays queued for the next call.
 template <typename F>

@@ -342,6 +342,17 @@ inline std::string get(std::string_view target, std::string_view extra_fields = 
   return r;
 }
 
+// A keep-alive connection that has had one response, so its session now waits idle. A
+// connection accepted before it has its session started too: the accept loop starts sessions in
+// order on one thread.
+inline awaitable<http_client> idle_client(tcp::endpoint ep) {
+  auto c = co_await http_client::connect(ep);
+  auto r = co_await c.request(get("/"));
+  REQUIRE(r.status == 200);
+  REQUIRE_FALSE(r.closes());
+  co_return c;
+}
+
 // Every on_state_change call, in order, waking waiters on each.
 class state_log {
  public:
