@@ -2,9 +2,9 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/asio_internals.hpp"
 
 #include <asio/awaitable.hpp>
-#include <asio/detail/thread_info_base.hpp>
 
 #include <array>
 #include <cstddef>
@@ -46,8 +46,7 @@ std::array<asio::awaitable<void>, sizeof...(I)> placeholder_frames(std::index_se
 // placeholders give theirs back afterwards.
 template <typename Start>
 auto in_exact_frame(Start start) {
-  using cache = asio::detail::thread_info_base::awaitable_frame_tag;
-  auto held = placeholder_frames(std::make_index_sequence<cache::cache_size>());
+  auto held = placeholder_frames(std::make_index_sequence<awaitable_frame_cache_size>());
   return start();
 }
 

@@ -2,10 +2,9 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/asio_internals.hpp"
 
 #include <asio/any_io_executor.hpp>
-#include <asio/detail/concurrency_hint.hpp>
-#include <asio/detail/scheduler.hpp>
 #include <asio/io_context.hpp>
 #include <asio/strand.hpp>
 
@@ -14,14 +13,6 @@
 
 namespace sluice::detail {
 
-// The concurrency hint `ex`'s execution context was constructed with, if it
-// is one that takes hints (an io_context).
-inline std::optional<int> concurrency_hint(const asio::any_io_executor& ex) {
-  auto& ctx = asio::query(ex, asio::execution::context);
-  if (!asio::has_service<asio::detail::scheduler>(ctx)) return std::nullopt;
-  return asio::use_service<asio::detail::scheduler>(ctx).concurrency_hint();
-}
-
 // The servers touch their contexts from any thread (a stop dispatches to
 // every session, a close comes from whoever calls it), which is only safe
 // while Asio keeps its internal locks: a context built with
@@ -29,11 +20,7 @@ inline std::optional<int> concurrency_hint(const asio::any_io_executor& ex) {
 // that turns a lock off) is refused with std::invalid_argument.
 inline void require_asio_locking(const asio::any_io_executor& ex) {
   const auto hint = concurrency_hint(ex);
-  if (!hint) return;
-  if (ASIO_CONCURRENCY_HINT_IS_LOCKING(SCHEDULER, *hint) &&
-      ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_REGISTRATION, *hint) &&
-      ASIO_CONCURRENCY_HINT_IS_LOCKING(REACTOR_IO, *hint))
-    return;
+  if (!hint || keeps_asio_locking(*hint)) return;
   throw std::invalid_argument(
       "sluice: an io_context whose concurrency hint disables Asio's locking (ASIO_CONCURRENCY_HINT_UNSAFE, "
       "ASIO_CONCURRENCY_HINT_UNSAFE_IO) cannot serve: the server uses it from other threads; use a hint of 1");

@@ -48,6 +48,7 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/asio_internals.hpp"
 #include "sluice/detail/executor.hpp"
 #include "sluice/scope.hpp"
 #include "sluice/tcp/detail/listener.hpp"
@@ -340,8 +341,7 @@ class server {
   }
 
   static void set_reuse_port(tcp::acceptor& acceptor) {
-    using reuse_port = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
-    acceptor.set_option(reuse_port(true));
+    acceptor.set_option(sluice::detail::reuse_port_option(true));
   }
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<state> st, std::shared_ptr<detail::listener> l) {

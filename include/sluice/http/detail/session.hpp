@@ -4,6 +4,7 @@
 
 #include "sluice/config.hpp"
 #include "sluice/detail/exact_allocator.hpp"
+#include "sluice/detail/use_nothrow.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
 #include "sluice/http/detail/read_buffer.hpp"
@@ -17,7 +18,6 @@
 #include <asio/bind_allocator.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/write.hpp>
 
@@ -110,7 +110,7 @@ class pooled_parser {
   std::unique_ptr<request_parser> parser_;
 };
 
-inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+using sluice::detail::use_nothrow;
 
 // use_nothrow for an operation that stays pending a connection's whole idle
 // time: allocated to its exact size (see exact_allocator).

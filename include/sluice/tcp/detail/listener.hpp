@@ -2,11 +2,11 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/use_nothrow.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/error.hpp>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -21,7 +21,7 @@ namespace sluice::tcp::detail {
 
 using asio::ip::tcp;
 
-inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+using sluice::detail::use_nothrow;
 
 // Accept errors that concern one peer only, so the next accept may succeed at
 // once. Any other error (EMFILE above all: the connection stays in the backlog
