@@ -75,15 +75,17 @@
 #include "sluice/config.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
-#include "sluice/http/detail/plain_transport.hpp"
 #include "sluice/http/detail/session.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
+#include "sluice/net/plain.hpp"
+#include "sluice/net/transport.hpp"
 #include "sluice/tcp/server.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -106,7 +108,12 @@ struct shutdown_summary {
   std::uint64_t hooks_cut_short = 0;  // shutdown hooks cancelled or skipped at the deadline
 };
 
-template <typename Transport>
+// The application protocols this server speaks, as ALPN names, most
+// preferred first: what a TLS transport offers for it (tls::server). h2 will
+// lead once HTTP/2 is served.
+inline constexpr std::array<std::string_view, 1> alpn_protocols{"http/1.1"};
+
+template <net::transport Transport>
 class basic_server {
  public:
   using handler_type = detail::handler_function;
@@ -281,6 +288,6 @@ class basic_server {
   std::shared_ptr<state> state_;
 };
 
-using server = basic_server<detail::plain_transport>;
+using server = basic_server<net::plain>;
 
 }  // namespace sluice::http

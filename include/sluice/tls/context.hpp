@@ -6,9 +6,13 @@
 // Guarantees
 // - make_server_context() returns a context that is complete before anyone
 //   sees it: TLS 1.2 and 1.3 only, forward-secret AEAD cipher suites for
-//   TLS 1.2, no compression, no renegotiation, ALPN selecting "http/1.1"
-//   (a client that offers ALPN without it gets a no_application_protocol
-//   alert, as RFC 7301 asks). The key must match the certificate.
+//   TLS 1.2, no compression, no renegotiation. ALPN selects from the
+//   protocols each connection's transport offers for its protocol (see
+//   net/tls.hpp; the HTTP server offers "http/1.1"): a client that offers
+//   ALPN without any of them gets a no_application_protocol alert, as RFC
+//   7301 asks, and where the protocol names none ALPN is ignored. So one
+//   context can serve servers of different protocols. The key must match
+//   the certificate.
 // - Any failure throws context_error, whose message names the file and gives
 //   OpenSSL's reason; nothing ever prompts for a passphrase (encrypted keys
 //   are refused).
@@ -92,14 +96,31 @@ inline std::unique_ptr<BIO, bio_deleter> memory_bio(const std::string& data) {
 // Stands in for OpenSSL's default, which would prompt on the terminal.
 inline int no_passphrase(char*, int, int, void*) { return 0; }
 
-// ALPN: "http/1.1" or nothing. Static, and the user pointer unused, so that
-// no context can ever reference freed memory through it.
-inline int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+// ALPN is the protocol's choice, and a context may serve several protocols:
+// so each connection carries the list its transport offers (offer_alpn),
+// under an ex_data index of our own (Asio's stream uses the app data slot).
+inline int alpn_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// `wire`: ALPN's wire format (each name after its length), most preferred
+// first; must outlive `ssl`. Null or empty: ALPN is ignored for `ssl`.
+inline void offer_alpn(SSL* ssl, const std::string* wire) {
+  SSL_set_ex_data(ssl, alpn_index(), const_cast<std::string*>(wire));
+}
+
+// The first of the connection's protocols that the client offers. Static,
+// and the user pointer unused, so that no context can ever reference freed
+// memory through it.
+inline int select_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                        unsigned int inlen, void*) {
-  static constexpr unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  const auto* ours = static_cast<const std::string*>(SSL_get_ex_data(ssl, alpn_index()));
+  if (!ours || ours->empty()) return SSL_TLSEXT_ERR_NOACK;  // the protocol names none: as if not offered
   unsigned char* selected = nullptr;
   unsigned char selected_len = 0;
-  if (SSL_select_next_proto(&selected, &selected_len, ours, sizeof ours, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto(&selected, &selected_len, reinterpret_cast<const unsigned char*>(ours->data()),
+                            static_cast<unsigned int>(ours->size()), in, inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = selected;
   *outlen = selected_len;

@@ -9,9 +9,10 @@
 //     co_await srv.shutdown(5s);          // or: co_await srv.stop_now();
 //
 // Guarantees: those of http::basic_server (the same session code runs over
-// the TLS stream), plus:
+// the TLS stream, net::tls), plus:
 // - server_options::handshake_timeout bounds each handshake; a failed one is
-//   logged (see tls/transport.hpp) and closes that connection only.
+//   logged (see net/tls.hpp) and closes that connection only.
+// - ALPN offers the HTTP server's protocols (http::alpn_protocols: http/1.1).
 // - A connection in its handshake counts as new: shutdown() and close_idle()
 //   close it at once, stop_now() cancels it.
 // - stop_now() cancels handshakes, reads, writes and close_notify waits at
@@ -29,8 +30,8 @@
 
 #include "sluice/config.hpp"
 #include "sluice/http/server.hpp"
+#include "sluice/net/tls.hpp"
 #include "sluice/tls/context.hpp"
-#include "sluice/tls/transport.hpp"
 
 #include <algorithm>
 #include <filesystem>
@@ -39,7 +40,10 @@
 
 namespace sluice::tls {
 
-class server final : public http::basic_server<transport> {
+// The TLS transport's options, under the name tls::server's users know.
+using options = net::tls_options;
+
+class server final : public http::basic_server<net::tls> {
  public:
   server(asio::any_io_executor ex, handler_type handler, std::shared_ptr<asio::ssl::context> context,
          http::server_options options = {}, tls::options tls_options = {})
@@ -51,7 +55,8 @@ class server final : public http::basic_server<transport> {
   server(asio::any_io_executor ex, handler_type handler, std::shared_ptr<context_holder> contexts,
          http::server_options options = {}, tls::options tls_options = {})
       : basic_server(std::move(ex), std::move(handler), options,
-                     tls::transport(contexts, bounded(std::move(tls_options), options), options.handshake_timeout)),
+                     net::tls(contexts, bounded(std::move(tls_options), options), options.handshake_timeout,
+                              http::alpn_protocols)),
         contexts_(std::move(contexts)) {}
 
   // Serves connections accepted from now on with `context`.

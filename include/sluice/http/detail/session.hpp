@@ -1,5 +1,5 @@
 // Internals of the HTTP server: one connection's session, written once for
-// every stream type (the Transport says what differs; see plain_transport.hpp).
+// every stream type (the Transport says what differs; see net/transport.hpp).
 #pragma once
 
 #include "sluice/config.hpp"

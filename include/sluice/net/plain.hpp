@@ -1,37 +1,33 @@
-// Internals of the HTTP server: how a session talks to a plain TCP socket.
+// sluice/net/plain.hpp: the plain TCP transport (see net/transport.hpp):
+// bytes go straight to the socket.
 //
-// A transport tells the one session template (detail/session.hpp) what differs
-// between stream types:
-//   stream_type                    the stream a session owns
-//   make_stream(socket)            wraps an accepted socket
-//   socket(stream)                 the TCP socket beneath
-//   readiness_wait                 true if the session may wait for input
-//                                  without a buffer (see async_wait_readable)
-//   async_wait_readable(stream, token)
-//                                  waits until input is available (or may be:
-//                                  a wake-up with none is possible), reading
-//                                  nothing; completes with an error_code
-//   try_read_some / try_write_some a non-blocking attempt; would_block when
-//                                  the session must wait instead
-//   interrupt(socket)              makes the session's pending and next reads
-//                                  and writes end now (a timeout), socket kept open
-//   handshake(stream)              completes the stream's own handshake
-//   async_close_notify(stream)     the stream's own goodbye before the TCP close
+//     sluice::http::server srv(ex, handler);                 // HTTP over net::plain
+//     sluice::tcp::server echo(ex, sluice::net::serve_over(sluice::net::plain{}, session));
+//
+// Guarantees
+// - Reads and writes are tried without waiting first (the socket is
+//   non-blocking), so a response that fits the socket's buffer costs no
+//   asynchronous operation.
+// - An idle connection can wait for input holding no buffer (readiness_wait).
+// - No handshake and no goodbye of its own: the TCP close is the driver's.
+//
+// Thread safety: stateless; a stream belongs to its connection's executor.
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/net/transport.hpp"
 
+#include <asio/awaitable.hpp>
 #include <asio/error.hpp>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
 
 #include <cstddef>
 #include <system_error>
 #include <utility>
 
-namespace sluice::http::detail {
+namespace sluice::net {
 
-struct plain_transport {
+struct plain {
   using stream_type = asio::ip::tcp::socket;
   static constexpr bool readiness_wait = true;
 
@@ -70,4 +66,6 @@ struct plain_transport {
   static asio::awaitable<void> async_close_notify(stream_type&) { co_return; }
 };
 
-}  // namespace sluice::http::detail
+static_assert(transport<plain>);
+
+}  // namespace sluice::net

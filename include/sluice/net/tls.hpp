@@ -1,37 +1,48 @@
-// sluice/tls/transport.hpp: what the HTTP session template needs to run over
-// TLS (the transport concept is described in http/detail/plain_transport.hpp).
-// Use sluice::tls::server (tls/server.hpp); this header is its plumbing.
+// sluice/net/tls.hpp: the TLS transport (see net/transport.hpp), on
+// asio::ssl, for any protocol: HTTP (sluice::tls::server, tls/server.hpp) or
+// your own over tcp::server (net/serve_over.hpp).
+//
+//     auto contexts = std::make_shared<sluice::tls::context_holder>(
+//         sluice::tls::make_server_context("cert.pem", "key.pem"));
+//     static constexpr std::string_view protocols[] = {"x-echo"};  // ALPN names
+//     sluice::net::tls transport(contexts, {}, std::chrono::seconds(10), protocols);
 //
 // Guarantees
 // - Each connection takes the holder's current context when it is accepted
 //   and keeps it (a shared_ptr in its stream) until it ends.
-// - A failed handshake is reported as one line through options::log (stderr
-//   by default) and the connection just closes:
+// - ALPN belongs to the protocol: the transport offers the protocol names it
+//   was given, most preferred first; a client offering ALPN without any of
+//   them gets a no_application_protocol alert (RFC 7301), and with none given
+//   ALPN is ignored. (The selection is done by the callback that
+//   tls::make_server_context() installs; another context ignores ALPN.)
+// - A failed handshake is reported as one line through tls_options::log
+//   (stderr by default) and the connection just closes:
 //     sluice: TLS handshake with 127.0.0.1:5555 failed: http request (plain HTTP sent to the TLS port)
 //   A handshake the server itself ends (stop_now(), shutdown(), close_idle())
 //   is not reported; one ended by handshake_timeout is ("timed out after N ms").
-// - The handshake never outlives handshake_timeout (unbounded when that is
-//   milliseconds::max(), see http/options.hpp). The session's deadline
-//   cancels the socket, but Asio's handshake is a composed operation: a socket
-//   cancel that lands while one of its reads has completed and not yet been
-//   handled is lost, and the next read would wait for the peer. So the
-//   transport also bounds the handshake itself, with a terminal cancellation,
+// - The handshake never outlives handshake_timeout, counted from accept
+//   (unbounded when that is milliseconds::max()). A driver's deadline
+//   cancels the socket, but Asio's handshake is a composed operation: a
+//   socket cancel that lands while one of its reads has completed and not
+//   yet been handled is lost, and the next read would wait for the peer. So
+//   the transport bounds the handshake itself, with a terminal cancellation,
 //   which Asio's SSL operations remember between their steps.
 // - async_close_notify() sends close_notify and waits for the peer's for at
-//   most options::close_notify_timeout: the session then shuts the TCP
+//   most tls_options::close_notify_timeout: the driver then shuts the TCP
 //   sending side and drains within its linger_timeout, which would otherwise
 //   be spent here.
 // - Every operation honours terminal cancellation (the only kind Asio 1.22's
 //   SSL operations honour), so stop_now() ends handshakes, reads, writes and
 //   close_notify waits at once.
 //
-// Thread safety: the transport is shared by all of a server's sessions, on
-// any threads; options::log may therefore be called from several threads at
-// once. A stream belongs to its session's strand.
+// Thread safety: the transport is shared by all of a server's connections,
+// on any threads; tls_options::log may therefore be called from several
+// threads at once. A stream belongs to its connection's executor.
 #pragma once
 
 #include "sluice/config.hpp"
 #include "sluice/http/detail/deadlines.hpp"
+#include "sluice/net/transport.hpp"
 #include "sluice/tls/context.hpp"
 
 #include <asio/error.hpp>
@@ -48,15 +59,16 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <utility>
 
-namespace sluice::tls {
+namespace sluice::net {
 
-struct options {
+struct tls_options {
   // How long to wait for the peer's close_notify after sending ours. The
   // server keeps it below half of server_options::linger_timeout, so that the
   // lingering close always gets its share.
@@ -66,20 +78,25 @@ struct options {
 };
 
 // One connection: the SSL stream over its socket, and the context it was
-// created with. An AsyncReadStream and AsyncWriteStream, so that the session
-// and asio::async_write use it as they use a socket.
-class stream {
+// created with. An AsyncReadStream and AsyncWriteStream, so that drivers,
+// protocols and asio::async_write use it as they use a socket.
+class tls_stream {
  public:
   using ssl_stream_type = asio::ssl::stream<asio::ip::tcp::socket>;
   using executor_type = ssl_stream_type::executor_type;
   using lowest_layer_type = ssl_stream_type::lowest_layer_type;
 
-  stream(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> context,
-         std::chrono::milliseconds close_notify_timeout)
+  // `alpn`: the protocols offered (ALPN's wire format), shared by the
+  // transport's streams; empty: none.
+  tls_stream(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> context,
+             std::shared_ptr<const std::string> alpn, std::chrono::milliseconds close_notify_timeout)
       : context_(std::move(context)),
+        alpn_(std::move(alpn)),
         ssl_(std::move(socket), *context_),
         close_notify_timeout_(close_notify_timeout),
-        accepted_(std::chrono::steady_clock::now()) {}
+        accepted_(std::chrono::steady_clock::now()) {
+    sluice::tls::detail::offer_alpn(ssl_.native_handle(), alpn_.get());
+  }
 
   executor_type get_executor() noexcept { return ssl_.get_executor(); }
 
@@ -97,8 +114,10 @@ class stream {
   lowest_layer_type& lowest_layer() noexcept { return ssl_.lowest_layer(); }
 
  private:
-  friend class transport;
-  std::shared_ptr<asio::ssl::context> context_;  // first: outlives the SSL object made from it
+  friend class tls;
+  // Both before ssl_: they outlive the SSL object, which points to them.
+  std::shared_ptr<asio::ssl::context> context_;
+  std::shared_ptr<const std::string> alpn_;
   ssl_stream_type ssl_;
   std::chrono::milliseconds close_notify_timeout_;
   // Taken before the session arms its handshake deadline, so that the
@@ -106,26 +125,33 @@ class stream {
   std::chrono::steady_clock::time_point accepted_;
 };
 
-class transport {
+class tls {
  public:
-  using stream_type = stream;
+  using stream_type = tls_stream;
   // OpenSSL may hold decrypted bytes that no socket readiness announces, so a
   // TLS session waits for input with a read into its buffer.
   static constexpr bool readiness_wait = false;
 
-  // `handshake_timeout`: the server's (server_options::handshake_timeout).
-  transport(std::shared_ptr<context_holder> contexts, options o, std::chrono::milliseconds handshake_timeout)
-      : contexts_(std::move(contexts)), options_(std::move(o)), handshake_timeout_(handshake_timeout) {
+  // `alpn`: the protocol's names for itself, most preferred first (the HTTP
+  // server's are http::alpn_protocols); none: ALPN is ignored. Throws
+  // std::invalid_argument for a name that is empty or longer than 255 bytes.
+  tls(std::shared_ptr<sluice::tls::context_holder> contexts, tls_options o, std::chrono::milliseconds handshake_timeout,
+      std::span<const std::string_view> alpn = {})
+      : contexts_(std::move(contexts)),
+        options_(std::move(o)),
+        handshake_timeout_(handshake_timeout),
+        alpn_(std::make_shared<const std::string>(alpn_wire(alpn))),
+        alpn_names_(joined(alpn)) {
     if (!contexts_) throw std::invalid_argument("sluice::tls: no context holder");
   }
 
-  context_holder& contexts() const noexcept { return *contexts_; }
+  sluice::tls::context_holder& contexts() const noexcept { return *contexts_; }
 
-  stream make_stream(asio::ip::tcp::socket socket) const {
-    return stream(std::move(socket), contexts_->current(), options_.close_notify_timeout);
+  tls_stream make_stream(asio::ip::tcp::socket socket) const {
+    return tls_stream(std::move(socket), contexts_->current(), alpn_, options_.close_notify_timeout);
   }
 
-  static asio::ip::tcp::socket& socket(stream& s) noexcept { return s.socket(); }
+  static asio::ip::tcp::socket& socket(tls_stream& s) noexcept { return s.socket(); }
 
   // A cancel alone can land between two steps of an SSL operation and be
   // lost; with the receiving side shut too, the next step's read ends at
@@ -137,17 +163,17 @@ class transport {
   }
 
   // Never at once: every byte goes through OpenSSL's asynchronous engine.
-  static std::size_t try_read_some(stream&, asio::mutable_buffer, std::error_code& ec) {
+  static std::size_t try_read_some(tls_stream&, asio::mutable_buffer, std::error_code& ec) {
     ec = asio::error::would_block;
     return 0;
   }
   template <typename ConstBuffers>
-  static std::size_t try_write_some(stream&, const ConstBuffers&, std::error_code& ec) {
+  static std::size_t try_write_some(tls_stream&, const ConstBuffers&, std::error_code& ec) {
     ec = asio::error::would_block;
     return 0;
   }
 
-  asio::awaitable<std::error_code> handshake(stream& s) const {
+  asio::awaitable<std::error_code> handshake(tls_stream& s) const {
     namespace exp = asio::experimental;
     std::error_code ignored;
     // Now: after a failure a reset peer no longer has an address.
@@ -164,7 +190,7 @@ class transport {
     co_return ec;
   }
 
-  static asio::awaitable<void> async_close_notify(stream& s) {
+  static asio::awaitable<void> async_close_notify(tls_stream& s) {
     asio::steady_timer bound(s.get_executor(), http::detail::saturated(s.close_notify_timeout_));
     auto first_done = asio::experimental::make_parallel_group(s.ssl().async_shutdown(asio::experimental::deferred),
                                                               bound.async_wait(asio::experimental::deferred));
@@ -189,35 +215,57 @@ class transport {
     }
   }
 
+  // ALPN's wire format: each name after its length.
+  static std::string alpn_wire(std::span<const std::string_view> names) {
+    std::string wire;
+    for (auto name : names) {
+      if (name.empty() || name.size() > 255)
+        throw std::invalid_argument("sluice::tls: an ALPN protocol name has 1 to 255 bytes");
+      wire.push_back(static_cast<char>(name.size()));
+      wire.append(name);
+    }
+    return wire;
+  }
+
+  static std::string joined(std::span<const std::string_view> names) {
+    std::string out;
+    for (auto name : names) out.append(out.empty() ? "" : " and ").append(name);
+    return out;
+  }
+
   // OpenSSL's reason, with what it usually means for the handful that a
   // server operator meets.
-  static std::string describe(const std::error_code& ec) {
+  std::string describe(const std::error_code& ec) const {
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
       return "connection closed by the peer mid-handshake";
     if (ec.category() != asio::error::get_ssl_category()) return ec.message();
     const auto code = static_cast<unsigned long>(ec.value());
     const char* reason = ERR_reason_error_string(code);
     std::string out = reason ? reason : ec.message();
-    const char* hint = nullptr;
+    std::string hint;
     switch (ERR_GET_LIB(code) == ERR_LIB_SSL ? ERR_GET_REASON(code) : 0) {
       case SSL_R_HTTP_REQUEST: hint = "plain HTTP sent to the TLS port"; break;
       case SSL_R_HTTPS_PROXY_REQUEST: hint = "a proxy CONNECT sent to the TLS port"; break;
       case SSL_R_WRONG_VERSION_NUMBER: hint = "not TLS"; break;
       case SSL_R_UNSUPPORTED_PROTOCOL: hint = "the client offers only versions below TLS 1.2"; break;
       case SSL_R_NO_SHARED_CIPHER: hint = "no cipher suite in common"; break;
-      case SSL_R_NO_APPLICATION_PROTOCOL: hint = "the client's ALPN list lacks http/1.1"; break;
+      case SSL_R_NO_APPLICATION_PROTOCOL: hint = "the client's ALPN list lacks " + alpn_names_; break;
       case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
       case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
       case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN: hint = "the client does not trust the certificate"; break;
       default: break;
     }
-    if (hint) out.append(" (").append(hint).append(")");
+    if (!hint.empty()) out.append(" (").append(hint).append(")");
     return out;
   }
 
-  std::shared_ptr<context_holder> contexts_;
-  options options_;
+  std::shared_ptr<sluice::tls::context_holder> contexts_;
+  tls_options options_;
   std::chrono::milliseconds handshake_timeout_;
+  std::shared_ptr<const std::string> alpn_;  // wire format, shared with the streams
+  std::string alpn_names_;                   // for log lines
 };
 
-}  // namespace sluice::tls
+static_assert(transport<tls>);
+
+}  // namespace sluice::net
