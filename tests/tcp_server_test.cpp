@@ -1,5 +1,8 @@
 #include "sluice/tcp/server.hpp"
 
+#include "sluice/net/plain.hpp"
+#include "sluice/net/serve_over.hpp"
+
 #include "support/async_test.hpp"
 #include "support/http_client.hpp"
 
@@ -85,6 +88,26 @@ TEST_CASE("stop_now closes 1,000 idle connections and frees every descriptor and
   CHECK_NOTHROW(tcp::acceptor(io, ep));
   clients.clear();
   CHECK(open_descriptors() == baseline);
+}
+
+TEST_CASE("serve_over(net::plain): the session function gets the connected socket, closed when it returns") {
+  asio::io_context io;
+  auto echo_once = [](tcp::socket& s) -> awaitable<void> {
+    co_await asio::async_write(s, asio::buffer("+", 1), use_awaitable);
+    std::string line;
+    const std::size_t n = co_await asio::async_read_until(s, asio::dynamic_buffer(line), '\n', use_awaitable);
+    co_await asio::async_write(s, asio::buffer(line, n), use_awaitable);
+  };
+  server srv(io.get_executor(), sluice::net::serve_over(sluice::net::plain{}, echo_once));
+  auto ep = srv.listen(loopback_any);
+  run(io, [&]() -> awaitable<void> {
+    auto c = co_await connect_session(ep);
+    CHECK(co_await exchange(c, "ping\n") == "ping\n");
+    CHECK(co_await sees_close(c));
+    co_await srv.stop_now();
+    CHECK(srv.accepted() == 1);
+    CHECK(srv.connections() == 0);
+  });
 }
 
 TEST_CASE("stop_now cancels a session blocked writing to a client that never reads") {
