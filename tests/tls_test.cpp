@@ -1,6 +1,7 @@
 // HTTPS: the HTTP server's stopping guarantees over TLS, handshake failures,
 // certificate reload, and a real client (curl) against examples/hello_server.
 #include "sluice/tls/server.hpp"
+#include "sluice/net/serve_over.hpp"
 
 #include "support/http_client.hpp"
 #include "support/tls_certs.hpp"
@@ -123,6 +124,15 @@ class tls_client {
     r.body = buffer_.substr(0, length);
     buffer_.erase(0, length);
     co_return r;
+  }
+
+  // Sends `line`, then reads one line back.
+  awaitable<std::string> read_line_after(std::string_view line) {
+    co_await send(line);
+    const std::size_t n = co_await asio::async_read_until(*stream_, asio::dynamic_buffer(buffer_), '\n', use_awaitable);
+    std::string echoed = buffer_.substr(0, n);
+    buffer_.erase(0, n);
+    co_return echoed;
   }
 
   awaitable<reply> request(std::string_view raw) {
@@ -421,16 +431,22 @@ TEST_CASE("never-used over TLS: shutdown closes a connection that completed its 
 }
 
 // Connects two raw TCP clients stuck in the handshake: one sends nothing, one
-// half a ClientHello. Returns once the server has a session for each.
-awaitable<std::array<tcp::socket, 2>> stuck_in_handshake(tls::server& srv, tcp::endpoint ep) {
+// half a ClientHello. Returns once `both_started` says the server has a
+// session for each. (Name the predicate in a local: g++ 12 frees a capturing
+// lambda temporary twice inside a co_await expression.)
+template <typename Pred>
+awaitable<std::array<tcp::socket, 2>> stuck_in_handshake(tcp::endpoint ep, Pred both_started) {
   auto silent = co_await connect_to(ep);
   auto truncated = co_await connect_to(ep);
   const std::string hello = client_hello();
   REQUIRE(hello.size() > 100);
   co_await asio::async_write(truncated, asio::buffer(hello.data(), hello.size() / 2), use_awaitable);
-  auto both_new = [&] { return srv.connections()[connection_state::fresh] == 2; };
-  co_await until_polled(both_new);
+  co_await until_polled(both_started);
   co_return std::array<tcp::socket, 2>{std::move(silent), std::move(truncated)};
+}
+
+auto two_fresh(const tls::server& srv) {
+  return [&srv] { return srv.connections()[connection_state::fresh] == 2; };
 }
 
 TEST_CASE("no ClientHello, and half a ClientHello: stop_now closes both at once, without a log line") {
@@ -440,7 +456,8 @@ TEST_CASE("no ClientHello, and half a ClientHello: stop_now closes both at once,
   auto ep = srv.listen(loopback_any);
   stop_on_exit guard(io, srv);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto clients = co_await stuck_in_handshake(srv, ep);
+    auto both_started = two_fresh(srv);
+    auto clients = co_await stuck_in_handshake(ep, both_started);
     const auto t0 = std::chrono::steady_clock::now();
     auto summary = co_await srv.stop_now();
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
@@ -458,7 +475,8 @@ TEST_CASE("no ClientHello, and half a ClientHello: shutdown closes both at once,
   auto ep = srv.listen(loopback_any);
   stop_on_exit guard(io, srv);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto clients = co_await stuck_in_handshake(srv, ep);
+    auto both_started = two_fresh(srv);
+    auto clients = co_await stuck_in_handshake(ep, both_started);
     const auto t0 = std::chrono::steady_clock::now();
     auto summary = co_await srv.shutdown(std::chrono::seconds(30));
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
@@ -859,4 +877,116 @@ TEST_CASE("curl against examples/hello_server --tls, and a certificate reload on
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 #endif
+}
+
+// TLS as a transport for any protocol: tcp::server with net::serve_over -------------------------
+
+namespace {
+
+namespace net = sluice::net;
+
+// Echoes lines until the peer leaves or says "bye".
+awaitable<void> echo_lines(net::tls_stream& s) {
+  std::string line;
+  for (;;) {
+    auto [ec, n] = co_await asio::async_read_until(s, asio::dynamic_buffer(line), '\n', nothrow);
+    if (ec) co_return;
+    co_await asio::async_write(s, asio::buffer(line, n), use_awaitable);
+    if (line.compare(0, n, "bye\n") == 0) co_return;
+    line.erase(0, n);
+  }
+}
+
+constexpr std::string_view echo_alpn[] = {"x-echo"};
+
+net::tls echo_transport(log_lines& log, std::chrono::milliseconds handshake_timeout = std::chrono::seconds(10)) {
+  return net::tls(std::make_shared<tls::context_holder>(context_one()), log.options(), handshake_timeout, echo_alpn);
+}
+
+}  // namespace
+
+TEST_CASE("tcp::server over net::tls: an echo protocol with its own ALPN name, close_notify when it ends") {
+  asio::io_context io;
+  log_lines log(io);
+  sluice::tcp::server srv(io.get_executor(), net::serve_over(echo_transport(log), echo_lines));
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto ctx = client_context(std::string_view("\x02h2\x06x-echo", 10));
+    auto c = co_await tls_client::connect(ep, ctx);
+    CHECK(c.alpn() == "x-echo");
+    CHECK(co_await c.read_line_after("ping\n") == "ping\n");
+    CHECK(co_await c.read_line_after("pong\n") == "pong\n");
+    // The protocol ends: the transport says goodbye with close_notify (eof, not a truncation).
+    CHECK(co_await c.read_line_after("bye\n") == "bye\n");
+    CHECK(co_await c.wait_closed() == asio::error::eof);
+
+    auto no_alpn_ctx = client_context("");
+    auto no_alpn = co_await tls_client::connect(ep, no_alpn_ctx);
+    CHECK(no_alpn.alpn().empty());
+    CHECK(co_await no_alpn.read_line_after("plain\n") == "plain\n");
+
+    // The HTTP server's name is not this protocol's.
+    auto http_ctx = client_context();
+    bool refused = false;
+    try {
+      co_await tls_client::connect(ep, http_ctx);
+    } catch (const std::system_error&) {
+      refused = true;
+    }
+    CHECK(refused);
+    co_await log.until_count(1);
+    CHECK(log.lines()[0].find("failed: no application protocol (the client's ALPN list lacks x-echo)") !=
+          std::string::npos);
+
+    co_await srv.stop_now();
+    CHECK(srv.connections() == 0);
+    CHECK(closed_by_server(co_await no_alpn.wait_closed()));
+  });
+  CHECK(log.lines().size() == 1);
+}
+
+TEST_CASE("tcp::server over net::tls: stop_now during handshakes completes at once, without a log line") {
+  asio::io_context io;
+  log_lines log(io);
+  bool session_ran = false;
+  auto session = [&session_ran](net::tls_stream&) -> awaitable<void> {
+    session_ran = true;
+    co_return;
+  };
+  sluice::tcp::server srv(io.get_executor(), net::serve_over(echo_transport(log), session));
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto both_started = [&srv] { return srv.connections() == 2; };
+    auto clients = co_await stuck_in_handshake(ep, both_started);
+    const auto t0 = std::chrono::steady_clock::now();
+    co_await srv.stop_now();
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+    CHECK(srv.connections() == 0);
+    CHECK(co_await raw_sees_close(clients[0]));
+    CHECK(co_await raw_sees_close(clients[1]));
+  });
+  CHECK(!session_ran);
+  CHECK(log.lines().empty());
+}
+
+TEST_CASE("tcp::server over net::tls: the handshake timeout closes a silent client, with a log line") {
+  asio::io_context io;
+  log_lines log(io);
+  bool session_ran = false;
+  auto session = [&session_ran](net::tls_stream&) -> awaitable<void> {
+    session_ran = true;
+    co_return;
+  };
+  sluice::tcp::server srv(io.get_executor(),
+                          net::serve_over(echo_transport(log, std::chrono::milliseconds(100)), session));
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto silent = co_await connect_to(ep);
+    const auto port = silent.local_endpoint().port();
+    CHECK(co_await raw_sees_close(silent));
+    co_await log.until_count(1);
+    CHECK(log.lines()[0] == "sluice: TLS handshake with 127.0.0.1:" + std::to_string(port) + " failed: timed out after 100 ms");
+    co_await srv.stop_now();
+  });
+  CHECK(!session_ran);
 }
