@@ -985,7 +985,8 @@ TEST_CASE("tcp::server over net::tls: the handshake timeout closes a silent clie
     const auto port = silent.local_endpoint().port();
     CHECK(co_await raw_sees_close(silent));
     co_await log.until_count(1);
-    CHECK(log.lines()[0] == "sluice: TLS handshake with 127.0.0.1:" + std::to_string(port) + " failed: timed out after 100 ms");
+    CHECK(log.lines()[0] ==
+          "sluice: TLS handshake with 127.0.0.1:" + std::to_string(port) + " failed: timed out after 100 ms");
     co_await srv.stop_now();
   });
   CHECK(!session_ran);
