@@ -69,8 +69,8 @@
 namespace sluice::net {
 
 struct tls_options {
-  // How long to wait for the peer's close_notify after sending ours. The
-  // server keeps it below half of server_options::linger_timeout, so that the
+  // How long to wait for the peer's close_notify after sending ours.
+  // tls::server keeps it below half of its linger_timeout, so that the
   // lingering close always gets its share.
   std::chrono::milliseconds close_notify_timeout{500};
   // Receives each log line (no trailing newline). Default: stderr.
