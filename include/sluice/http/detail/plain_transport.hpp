@@ -1,6 +1,6 @@
 // Internals of the HTTP server: how a session talks to a plain TCP socket.
 //
-// A transport tells the one session template (detail/session.hpp) what differs
+// A transport tells the one connection driver (server/driver.hpp) what differs
 // between stream types:
 //   stream_type                    the stream a session owns
 //   make_stream(socket)            wraps an accepted socket

@@ -1,4 +1,4 @@
-// Internals of the HTTP session: the connection's input buffer.
+// Internals of server::driver: a connection's input buffer.
 #pragma once
 
 #include "sluice/detail/thread_local_pool.hpp"
@@ -12,7 +12,7 @@
 #include <memory>
 #include <string_view>
 
-namespace sluice::http::detail {
+namespace sluice::server {
 
 // Bytes read from the peer and not consumed yet. The storage exists only
 // while there is something to read into or keep: release() gives it back, so
@@ -92,4 +92,4 @@ class read_buffer {
   std::uint32_t end_ = 0;
 };
 
-}  // namespace sluice::http::detail
+}  // namespace sluice::server
