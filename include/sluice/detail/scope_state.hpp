@@ -3,6 +3,7 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/intrusive_list.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
@@ -30,12 +31,10 @@ namespace sluice::detail {
 // One spawned task, linked into its scope's list while it runs. The co_spawn
 // completion handler owns it; an emit queued by request_stop() shares it, so
 // the signal outlives every emit.
-struct scope_task : std::enable_shared_from_this<scope_task> {
+struct scope_task : std::enable_shared_from_this<scope_task>, intrusive_list_node<scope_task> {
   explicit scope_task(asio::any_io_executor ex) : executor(std::move(ex)) {}
   asio::any_io_executor executor;
   asio::cancellation_signal signal;
-  scope_task* prev = nullptr;
-  scope_task* next = nullptr;
   // Set once co_spawn has connected `signal` to the task. Before that an emit
   // from another thread would race the connection (and be lost), so
   // request_stop() leaves unarmed tasks to launch(), which arms them.
@@ -113,9 +112,7 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
     {
       std::lock_guard lock(mutex_);
       if (stop_requested_) return false;
-      task->next = head_;
-      if (head_) head_->prev = task.get();
-      head_ = task.get();
+      tasks_.push_front(*task);
       ++size_;
     }
     auto slot = task->signal.slot();
@@ -138,8 +135,8 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
       if (stop_requested_) return;
       stop_requested_ = true;
       tasks.reserve(size_);
-      for (scope_task* t = head_; t; t = t->next)
-        if (t->armed) tasks.push_back(t->shared_from_this());
+      for (scope_task& t : tasks_)
+        if (t.armed) tasks.push_back(t.shared_from_this());
     }
     // Outside the lock: dispatch may run the emit inline, and a task's
     // completion takes the lock.
@@ -246,10 +243,7 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
     std::vector<std::shared_ptr<join_waiter>> woken;
     {
       std::lock_guard lock(mutex_);
-      if (task.prev) task.prev->next = task.next;
-      if (task.next) task.next->prev = task.prev;
-      if (head_ == &task) head_ = task.next;
-      task.prev = task.next = nullptr;
+      tasks_.erase(task);
       if (--size_ == 0) woken.swap(joiners_);
     }
     for (auto& w : woken) w->wake();
@@ -269,7 +263,7 @@ class scope_state : public std::enable_shared_from_this<scope_state> {
   }
 
   mutable std::mutex mutex_;
-  scope_task* head_ = nullptr;
+  intrusive_list<scope_task> tasks_;
   std::size_t size_ = 0;
   bool stop_requested_ = false;
   std::vector<std::shared_ptr<join_waiter>> joiners_;

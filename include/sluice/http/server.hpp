@@ -75,7 +75,7 @@
 #include "sluice/config.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
-#include "sluice/http/detail/session.hpp"
+#include "sluice/http/detail/protocol.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
 #include "sluice/net/plain.hpp"
@@ -128,7 +128,7 @@ class basic_server {
   basic_server(const basic_server&) = delete;
   basic_server& operator=(const basic_server&) = delete;
   ~basic_server() {
-    state_->core.forcing = true;
+    state_->core.connections.forcing = true;
     state_->tcp->request_stop();
   }
 
@@ -141,15 +141,15 @@ class basic_server {
   std::vector<asio::ip::tcp::endpoint> local_endpoints() const { return state_->tcp->local_endpoints(); }
 
   void stop_accepting() { state_->tcp->stop_accepting(); }
-  void close_idle() { state_->core.registry.close_idle(); }
+  void close_idle() { state_->core.connections.registry.close_idle(); }
 
   // Returns what it closed (all of it counted as forced).
   asio::awaitable<shutdown_summary> stop_now() {
     auto st = state_;
-    const auto before = st->core.registry.ended();
-    st->core.forcing = true;
+    const auto before = st->core.connections.registry.ended();
+    st->core.connections.forcing = true;
     co_await st->tcp->stop_now();
-    co_return summarize(before, st->core.registry.ended());
+    co_return summarize(before, st->core.connections.registry.ended());
   }
 
   // `grace` may be any duration: one too long for steady_clock (e.g.
@@ -160,22 +160,22 @@ class basic_server {
     const auto limit = detail::saturated(grace);
     auto st = state_;
     auto ex = co_await asio::this_coro::executor;
-    const auto before = st->core.registry.ended();
+    const auto before = st->core.connections.registry.ended();
     asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
     st->core.not_ready = true;
     if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);
-      co_await wait.async_wait(detail::use_nothrow);
+      co_await wait.async_wait(sluice::server::use_nothrow);
     }
-    st->core.registry.start_draining();
+    st->core.connections.registry.start_draining();
     st->tcp->stop_accepting_for_good();
-    st->core.registry.close_idle();
+    st->core.connections.registry.close_idle();
     auto first = co_await (st->tcp->join() || deadline.async_wait(asio::use_awaitable));
     if (first.index() == 1) {
-      st->core.forcing = true;
+      st->core.connections.forcing = true;
       co_await st->tcp->stop_now();
     }
-    auto summary = summarize(before, st->core.registry.ended());
+    auto summary = summarize(before, st->core.connections.registry.ended());
     summary.hooks_cut_short = co_await run_shutdown_hooks(st, deadline);
     co_return summary;
   }
@@ -196,7 +196,7 @@ class basic_server {
 
   // Open connections by state.
   state_counts connections() const {
-    auto counts = state_->core.registry.counts();
+    auto counts = state_->core.connections.registry.counts();
     counts.refused = state_->tcp->refused();
     return counts;
   }
@@ -272,14 +272,16 @@ class basic_server {
       auto st = weak.lock();
       if (!st) return nothing();
       asio::ip::tcp::endpoint peer;
-      if (st->core.registry.observed()) {
+      if (st->core.connections.registry.observed()) {
         std::error_code ignored;
         peer = socket.remote_endpoint(ignored);
       }
-      auto conn = std::make_shared<detail::connection>(st->core.registry, peer);
+      auto conn = std::make_shared<detail::connection>(st->core.connections.registry, peer);
       if (refused) conn->refuse();
       auto stream = st->transport.make_stream(std::move(socket));
-      return detail::session<Transport>::serve(st->core, st->transport, {st, std::move(conn), std::move(stream)});
+      using driver = sluice::server::driver<Transport>;
+      return driver::template serve<detail::protocol<Transport>>(st->core.connections, st->core, st->transport,
+                                                                 {st, std::move(conn), std::move(stream)});
     };
   }
 

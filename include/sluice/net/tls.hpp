@@ -41,8 +41,8 @@
 #pragma once
 
 #include "sluice/config.hpp"
-#include "sluice/http/detail/deadlines.hpp"
 #include "sluice/net/transport.hpp"
+#include "sluice/server/deadlines.hpp"
 #include "sluice/tls/context.hpp"
 
 #include <asio/error.hpp>
@@ -179,7 +179,7 @@ class tls {
     // Now: after a failure a reset peer no longer has an address.
     const auto peer = s.socket().remote_endpoint(ignored);
     asio::steady_timer deadline(s.get_executor(),
-                                http::detail::saturating_add(s.accepted_, http::detail::saturated(handshake_timeout_)));
+                                sluice::server::saturating_add(s.accepted_, sluice::server::saturated(handshake_timeout_)));
     auto first_done = exp::make_parallel_group(s.ssl().async_handshake(asio::ssl::stream_base::server, exp::deferred),
                                                deadline.async_wait(exp::deferred));
     auto [order, ec, deadline_ec] = co_await first_done.async_wait(exp::wait_for_one(), asio::use_awaitable);
@@ -191,7 +191,7 @@ class tls {
   }
 
   static asio::awaitable<void> async_close_notify(tls_stream& s) {
-    asio::steady_timer bound(s.get_executor(), http::detail::saturated(s.close_notify_timeout_));
+    asio::steady_timer bound(s.get_executor(), sluice::server::saturated(s.close_notify_timeout_));
     auto first_done = asio::experimental::make_parallel_group(s.ssl().async_shutdown(asio::experimental::deferred),
                                                               bound.async_wait(asio::experimental::deferred));
     co_await first_done.async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);

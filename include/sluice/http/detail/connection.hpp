@@ -4,10 +4,11 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/detail/intrusive_list.hpp"
 #include "sluice/detail/scope_state.hpp"
 #include "sluice/http/connection_state.hpp"
-#include "sluice/http/detail/deadlines.hpp"
 #include "sluice/http/options.hpp"
+#include "sluice/server/deadlines.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/dispatch.hpp>
@@ -26,6 +27,11 @@
 #include <vector>
 
 namespace sluice::http::detail {
+
+using sluice::server::deadline_hook;
+using sluice::server::deadline_lists;
+using sluice::server::timeout_kind;
+using sluice::server::timeout_table;
 
 class connection;
 
@@ -46,9 +52,8 @@ inline void report_handler_error(const server_options& options, std::exception_p
 class connection_registry {
  public:
   // `options` (its on_state_change and on_handler_error) must outlive the registry.
-  connection_registry(const asio::any_io_executor& ex, std::array<clock::duration, timeout_kinds> timeouts,
-                      const server_options& options)
-      : options_(options), deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
+  connection_registry(const asio::any_io_executor& ex, const timeout_table& kinds, const server_options& options)
+      : options_(options), deadlines_(std::make_shared<deadline_lists<connection>>(ex, kinds)) {}
 
   bool observed() const { return static_cast<bool>(options_.on_state_change); }
 
@@ -102,13 +107,15 @@ class connection_registry {
   std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
   std::mutex mutex_;
-  connection* head_ = nullptr;
+  sluice::detail::intrusive_list<connection, connection_registry> all_;
 };
 
 // One connection, as its session and the server share it. Everything but
 // construction runs on the connection's executor (a strand), the deadline
 // lists and the registry's list being guarded by their own mutexes.
-class connection : public deadline_hook, public std::enable_shared_from_this<connection> {
+class connection : public deadline_hook,
+                   public sluice::detail::intrusive_list_node<connection_registry>,
+                   public std::enable_shared_from_this<connection> {
  public:
   // `peer` only matters to a state observer: without one it is not kept.
   connection(connection_registry& registry, const asio::ip::tcp::endpoint& peer)
@@ -168,14 +175,14 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
     close_socket();
   }
 
-  // From the deadline lists, on this connection's executor. A write that
-  // timed out leaves nothing worth saying: close. Anything else the session
-  // may still answer (408 to a stalled body), so it is interrupted and keeps
-  // its socket.
+  // From the deadline lists, on this connection's executor. The kind says
+  // whether anything is left worth saying (see on_expiry): if not, close;
+  // else the session is interrupted and keeps its socket (a 408 to a stalled
+  // body).
   void on_deadline(timeout_kind kind, std::uint32_t expired_generation) {
     if (!socket_ || expired_generation != generation) return;  // the session moved on meanwhile
     timed_out_ = kind;
-    if (kind == timeout_kind::write)
+    if (registry_.deadlines_->kinds().action(kind) == sluice::server::on_expiry::close)
       close_socket();
     else
       interrupt_(*socket_);
@@ -209,25 +216,16 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   timeout_kind timed_out_ = timeout_kind::none;
   bool close_requested_ = false;
   bool refused_ = false;
-  // The registry's list, guarded by its mutex.
-  friend class connection_registry;
-  connection* prev_ = nullptr;
-  connection* next_ = nullptr;
 };
 
 inline void connection_registry::add(connection& c) {
   std::lock_guard lock(mutex_);
-  c.next_ = head_;
-  if (head_) head_->prev_ = &c;
-  head_ = &c;
+  all_.push_front(c);
 }
 
 inline void connection_registry::remove(connection& c) {
   std::lock_guard lock(mutex_);
-  if (c.prev_) c.prev_->next_ = c.next_;
-  if (c.next_) c.next_->prev_ = c.prev_;
-  if (head_ == &c) head_ = c.next_;
-  c.prev_ = c.next_ = nullptr;
+  all_.erase(c);
 }
 
 inline void connection_registry::close_idle() {
@@ -236,7 +234,7 @@ inline void connection_registry::close_idle() {
   std::vector<std::pair<std::weak_ptr<connection>, asio::any_io_executor>> all;
   {
     std::lock_guard lock(mutex_);
-    for (connection* c = head_; c; c = c->next_) all.emplace_back(c->weak_from_this(), c->executor());
+    for (connection& c : all_) all.emplace_back(c.weak_from_this(), c.executor());
   }
   for (auto& [weak, ex] : all) {
     asio::dispatch(ex, [weak = std::move(weak)] {

@@ -1,9 +1,29 @@
-// Internals of the HTTP server: every connection's deadline, with one timer
-// for the whole server.
+// sluice/server/deadlines.hpp: every connection's deadline, with one timer for
+// the whole server, for timeout kinds that the driver and the protocols
+// register.
+//
+// Guarantees
+// - Setting or clearing a connection's deadline is O(1) and costs no timer
+//   operation; one timer, for the earliest deadline, serves the server.
+// - A kind is registered once, with its duration and what its expiry does
+//   (see on_expiry); the table holds at most timeout_table::capacity kinds.
+// - An expired deadline reaches its connection on the connection's own
+//   executor, only while the connection lives, and only if no deadline was
+//   set or cleared on it since (see deadline_lists).
+//
+// Thread safety: deadline_lists may be called from any thread; a
+// timeout_table is a plain value, filled before the lists are built.
+//
+//     timeout_table table;
+//     const timeout_kind header = table.add(saturated(10s), on_expiry::interrupt);
+//     auto lists = std::make_shared<deadline_lists<connection>>(ex, table);
+//     lists->set(conn, header);   // conn derives from deadline_hook
+//     lists->clear(conn);
 #pragma once
 
 #include "sluice/config.hpp"
 #include "sluice/detail/exact_allocator.hpp"
+#include "sluice/detail/intrusive_list.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/bind_allocator.hpp>
@@ -16,9 +36,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <vector>
 
-namespace sluice::http::detail {
+namespace sluice::server {
 
 using clock = std::chrono::steady_clock;
 
@@ -39,14 +60,45 @@ inline clock::time_point saturating_add(clock::time_point t, clock::duration d) 
   return d >= clock::time_point::max() - t ? clock::time_point::max() : t + d;
 }
 
-// Why a deadline was set; what the session reports when it passes.
-enum class timeout_kind : unsigned char { none, handshake, header, body, idle, write, linger };
-inline constexpr std::size_t timeout_kinds = 7;
+// Why a deadline was set; what a connection reports when it passes. The
+// values other than `none` come from timeout_table::add.
+enum class timeout_kind : unsigned char { none };
+
+// What passing a deadline does to its connection. `close`: nothing is left to
+// say (a write that stalled), the socket closes. `interrupt`: what the
+// connection waits for ends now, its socket kept so that the protocol can
+// still answer (408 to a stalled request body).
+enum class on_expiry : unsigned char { interrupt, close };
+
+// The kinds of timeout of one server: the driver's own, then those of the
+// protocols it runs.
+class timeout_table {
+ public:
+  static constexpr std::size_t capacity = 16;
+
+  // Throws std::length_error when `capacity` kinds are registered already.
+  timeout_kind add(clock::duration timeout, on_expiry action) {
+    if (size_ == capacity) throw std::length_error("sluice: too many kinds of timeout");
+    kinds_[size_] = {timeout, action};
+    return static_cast<timeout_kind>(size_++);
+  }
+
+  clock::duration timeout(timeout_kind k) const { return kinds_[index(k)].timeout; }
+  on_expiry action(timeout_kind k) const { return kinds_[index(k)].action; }
+
+  static std::size_t index(timeout_kind k) { return static_cast<std::size_t>(k); }
+
+ private:
+  struct kind {
+    clock::duration timeout{};
+    on_expiry action = on_expiry::interrupt;
+  };
+  std::array<kind, capacity> kinds_{};
+  std::size_t size_ = 1;  // kinds_[0] stands for none
+};
 
 // A connection's place in the deadline lists.
-struct deadline_hook {
-  deadline_hook* prev = nullptr;
-  deadline_hook* next = nullptr;
+struct deadline_hook : sluice::detail::intrusive_list_node<deadline_hook> {
   clock::time_point due{};
   // Counts sets and clears, so that an expiry that raced with a later one is
   // recognised as stale.
@@ -74,23 +126,18 @@ struct deadline_hook {
 template <typename Connection>
 class deadline_lists : public std::enable_shared_from_this<deadline_lists<Connection>> {
  public:
-  deadline_lists(asio::any_io_executor ex, std::array<clock::duration, timeout_kinds> timeouts)
-      : timer_(std::move(ex)), timeouts_(timeouts) {}
+  deadline_lists(asio::any_io_executor ex, const timeout_table& kinds) : timer_(std::move(ex)), kinds_(kinds) {}
+
+  const timeout_table& kinds() const { return kinds_; }
 
   void set(deadline_hook& h, timeout_kind kind) {
-    const auto due = saturating_add(clock::now(), timeouts_[static_cast<std::size_t>(kind)]);
+    const auto due = saturating_add(clock::now(), kinds_.timeout(kind));
     std::lock_guard lock(mutex_);
     unlink(h);
     ++h.generation;
     h.due = due;
     h.kind = kind;
-    auto& l = lists_[static_cast<std::size_t>(kind)];
-    h.prev = l.tail;
-    if (l.tail)
-      l.tail->next = &h;
-    else
-      l.head = &h;
-    l.tail = &h;
+    lists_[timeout_table::index(kind)].push_back(h);
     if (due < armed_) arm(due);
   }
 
@@ -102,23 +149,17 @@ class deadline_lists : public std::enable_shared_from_this<deadline_lists<Connec
   }
 
  private:
-  struct list {
-    deadline_hook* head = nullptr;
-    deadline_hook* tail = nullptr;
-  };
+  using list = sluice::detail::intrusive_list<deadline_hook>;
 
   void unlink(deadline_hook& h) {
     if (h.kind == timeout_kind::none) return;
-    auto& l = lists_[static_cast<std::size_t>(h.kind)];
-    (h.prev ? h.prev->next : l.head) = h.next;
-    (h.next ? h.next->prev : l.tail) = h.prev;
-    h.prev = h.next = nullptr;
+    lists_[timeout_table::index(h.kind)].erase(h);
     h.kind = timeout_kind::none;
   }
 
   bool empty() const {
     for (auto& l : lists_)
-      if (l.head) return false;
+      if (!l.empty()) return false;
     return true;
   }
 
@@ -153,12 +194,12 @@ class deadline_lists : public std::enable_shared_from_this<deadline_lists<Connec
       const auto now = clock::now();
       auto next = clock::time_point::max();
       for (auto& l : lists_) {
-        while (l.head && l.head->due <= now) {
-          auto& c = static_cast<Connection&>(*l.head);
-          expired.push_back({c.weak_from_this(), c.executor(), l.head->kind, l.head->generation});
-          unlink(*l.head);
+        while (!l.empty() && l.front().due <= now) {
+          auto& c = static_cast<Connection&>(l.front());
+          expired.push_back({c.weak_from_this(), c.executor(), c.kind, c.generation});
+          unlink(c);
         }
-        if (l.head && l.head->due < next) next = l.head->due;
+        if (!l.empty() && l.front().due < next) next = l.front().due;
       }
       if (next != clock::time_point::max()) arm(next);
     }
@@ -170,10 +211,10 @@ class deadline_lists : public std::enable_shared_from_this<deadline_lists<Connec
   }
 
   std::mutex mutex_;
-  std::array<list, timeout_kinds> lists_{};
+  std::array<list, timeout_table::capacity> lists_{};
   asio::steady_timer timer_;
   clock::time_point armed_ = clock::time_point::max();
-  const std::array<clock::duration, timeout_kinds> timeouts_;
+  const timeout_table kinds_;
 };
 
-}  // namespace sluice::http::detail
+}  // namespace sluice::server

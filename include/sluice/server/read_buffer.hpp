@@ -1,5 +1,7 @@
-// Internals of the HTTP session: the connection's input buffer.
+// Internals of server::driver: a connection's input buffer.
 #pragma once
+
+#include "sluice/detail/thread_local_pool.hpp"
 
 #include <asio/buffer.hpp>
 
@@ -9,9 +11,8 @@
 #include <cstring>
 #include <memory>
 #include <string_view>
-#include <vector>
 
-namespace sluice::http::detail {
+namespace sluice::server {
 
 // Bytes read from the peer and not consumed yet. The storage exists only
 // while there is something to read into or keep: release() gives it back, so
@@ -67,24 +68,18 @@ class read_buffer {
   }
 
  private:
-  static constexpr std::size_t max_pooled = 64;
   using block = std::unique_ptr<char[]>;
-
-  static std::vector<block>& pool() {
-    thread_local std::vector<block> free;
-    return free;
-  }
+  // Blocks of initial_capacity only.
+  using pool = sluice::detail::thread_local_pool<char[], read_buffer>;
 
   static block take(std::size_t size) {
-    auto& free = pool();
-    if (size != initial_capacity || free.empty()) return std::make_unique_for_overwrite<char[]>(size);
-    block b = std::move(free.back());
-    free.pop_back();
-    return b;
+    if (size == initial_capacity)
+      if (block kept = pool::take()) return kept;
+    return std::make_unique_for_overwrite<char[]>(size);
   }
 
   void give_back() {
-    if (capacity_ == initial_capacity && pool().size() < max_pooled) pool().push_back(std::move(storage_));
+    if (capacity_ == initial_capacity) pool::give_back(std::move(storage_));
     storage_.reset();
     capacity_ = 0;
   }
@@ -97,4 +92,4 @@ class read_buffer {
   std::uint32_t end_ = 0;
 };
 
-}  // namespace sluice::http::detail
+}  // namespace sluice::server

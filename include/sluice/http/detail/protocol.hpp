@@ -1,27 +1,33 @@
-// Internals of the HTTP server: one connection's session, written once for
-// every stream type (the Transport says what differs; see net/transport.hpp).
+// Internals of the HTTP server: the HTTP/1.1 protocol, one object per
+// connection, that server::driver runs (server/driver.hpp) for every stream
+// type (the Transport says what differs; see net/transport.hpp).
+//
+// The driver owns the connection's life (registration, handshake, the wait
+// between requests, the read buffer, writes and their deadline, the lingering
+// close); the protocol reads one request at a time out of the driver's
+// buffer, runs the handler, writes the response, and hands the connection
+// over on an upgrade, still within the driver.
 #pragma once
 
 #include "sluice/config.hpp"
-#include "sluice/detail/exact_allocator.hpp"
-#include "sluice/detail/use_nothrow.hpp"
+#include "sluice/detail/thread_local_pool.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
-#include "sluice/http/detail/read_buffer.hpp"
 #include "sluice/http/error.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
 #include "sluice/http/parser.hpp"
 #include "sluice/http/serialize.hpp"
-#include "sluice/scope.hpp"
+#include "sluice/server/deadlines.hpp"
+#include "sluice/server/driver.hpp"
 
-#include <asio/bind_allocator.hpp>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/write.hpp>
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <optional>
 #include <cstddef>
@@ -33,37 +39,43 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <tuple>
 #include <utility>
-#include <vector>
 
 namespace sluice::http::detail {
 
 using handler_function = std::function<asio::awaitable<response>(request&)>;
+using sluice::server::add_driver_timeouts;
+using sluice::server::on_expiry;
+using sluice::server::saturated;
 
-// Each kind of timeout's duration, as the deadline lists take them.
-inline std::array<clock::duration, timeout_kinds> timeouts(const server_options& o) {
-  std::array<clock::duration, timeout_kinds> t{};
-  t[static_cast<std::size_t>(timeout_kind::handshake)] = saturated(o.handshake_timeout);
-  t[static_cast<std::size_t>(timeout_kind::header)] = saturated(o.header_timeout);
-  t[static_cast<std::size_t>(timeout_kind::body)] = saturated(o.body_timeout);
-  t[static_cast<std::size_t>(timeout_kind::idle)] = saturated(o.idle_timeout);
-  t[static_cast<std::size_t>(timeout_kind::write)] = saturated(o.write_timeout);
-  t[static_cast<std::size_t>(timeout_kind::linger)] = saturated(o.linger_timeout);
-  return t;
-}
+// Every kind of timeout an HTTP/1.1 server sets: the driver's, then the
+// protocol's own (header, body), registered in one table.
+struct http_timeouts {
+  explicit http_timeouts(const server_options& o)
+      : driver(add_driver_timeouts(table, saturated(o.handshake_timeout), saturated(o.idle_timeout),
+                                   saturated(o.write_timeout), saturated(o.linger_timeout))),
+        header(table.add(saturated(o.header_timeout), on_expiry::interrupt)),
+        body(table.add(saturated(o.body_timeout), on_expiry::interrupt)) {}
 
-// What the server shares with every session. One pointer in each session.
+  timeout_table table;
+  sluice::server::driver_timeouts driver;
+  timeout_kind header, body;
+};
+
+// What the server shares with every connection. One pointer in each.
 struct server_core {
   server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
-      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options) {}
+      : options(std::move(o)),
+        handler(std::move(h)),
+        timeouts(options),
+        connections(ex, timeouts.table, timeouts.driver, options.limits.max_head_bytes + 1024, options) {}
   const server_options options;
   const handler_function handler;
-  connection_registry registry;
+  const http_timeouts timeouts;
+  // What the driver of every connection shares: the registry, the deadlines.
+  sluice::server::driver_core connections;
   // True from the start of shutdown(), drain_delay included.
   std::atomic<bool> not_ready{false};
-  // True once stop_now() or the shutdown deadline cancelled the sessions.
-  std::atomic<bool> forcing{false};
   // Request bodies a handler left unread that proved malformed or too large
   // while being discarded after the response (see basic_server).
   std::atomic<std::uint64_t> unread_bodies_rejected{0};
@@ -73,20 +85,12 @@ struct server_core {
 // no allocation for its head, while an idle connection holds no parser.
 class pooled_parser {
  public:
-  explicit pooled_parser(const parser_limits& limits) {
-    auto& free = pool();
-    if (!free.empty()) {
-      parser_ = std::move(free.back());
-      free.pop_back();
-    }
+  explicit pooled_parser(const parser_limits& limits) : parser_(pool::take()) {
     if (!parser_ || !same_limits(parser_->limits(), limits)) parser_ = std::make_unique<request_parser>(limits);
   }
   ~pooled_parser() {
-    auto& free = pool();
-    if (free.size() < max_pooled) {
-      parser_->reset();
-      free.push_back(std::move(parser_));
-    }
+    parser_->reset();
+    pool::give_back(std::move(parser_));
   }
   pooled_parser(const pooled_parser&) = delete;
   pooled_parser& operator=(const pooled_parser&) = delete;
@@ -95,11 +99,7 @@ class pooled_parser {
   request_parser* operator->() { return parser_.get(); }
 
  private:
-  static constexpr std::size_t max_pooled = 64;
-  static std::vector<std::unique_ptr<request_parser>>& pool() {
-    thread_local std::vector<std::unique_ptr<request_parser>> free;
-    return free;
-  }
+  using pool = sluice::detail::thread_local_pool<request_parser>;
   static bool same_limits(const parser_limits& a, const parser_limits& b) {
     return a.max_target == b.max_target && a.max_head_bytes == b.max_head_bytes &&
            a.max_header_count == b.max_header_count && a.max_body == b.max_body &&
@@ -110,182 +110,33 @@ class pooled_parser {
   std::unique_ptr<request_parser> parser_;
 };
 
-using sluice::detail::use_nothrow;
-
-// use_nothrow for an operation that stays pending a connection's whole idle
-// time: allocated to its exact size (see exact_allocator).
-inline auto pending_long() { return asio::bind_allocator(sluice::detail::exact_allocator<void>(), use_nothrow); }
-
+// HTTP/1.1 on one connection, as server::driver runs it: one request and its
+// response per serve_one(), keep-alive and pipelining, request bodies read on
+// demand, streamed responses, and the hand-over on an upgrade.
 template <typename Transport>
-class session final : body_source, body_sink {
+class protocol final : body_source, body_sink {
  public:
-  using stream_type = typename Transport::stream_type;
+  using shared_type = server_core;
+  using driver = sluice::server::driver<Transport>;
+  using next = sluice::server::next;
 
-  session(server_core& core, stream_type& stream, connection& conn) : core_(core), stream_(stream), conn_(&conn) {}
+  protocol(driver& d, server_core& core) : d_(d), core_(core) {}
 
-  // What a session's frame owns. Members are destroyed in reverse order: the
-  // stream first, then the connection, which leaves the registry in its
-  // destructor, and only then the server's state that holds the registry.
-  // One parameter, because g++ and clang destroy several in opposite orders,
-  // and a frame destroyed before it first runs has nothing but parameters.
-  struct owned {
-    std::shared_ptr<void> server_state;
-    std::shared_ptr<connection> conn;
-    stream_type stream;
-  };
+  // The time to the first request's head is the header timeout's.
+  void start() { d_.set_deadline(core_.timeouts.header); }
 
-  // One connection, from accept to close. The stream and the session live in
-  // this coroutine's frame, so an idle connection costs one frame and the
-  // operation it waits on; the frame keeps the server's state alive meanwhile.
-  static asio::awaitable<void> serve(server_core& core, Transport& transport, owned own) {
-    session s(core, own.stream, *own.conn);
+  // The peer may still be sending what was left unread: a body, or the rest
+  // of a request answered with an error.
+  bool input_unfinished() const { return !body_done_ || closing_mid_request_; }
 
-    struct registration {
-      session& s;
-      explicit registration(session& self) : s(self) {
-        s.conn_->attach(&Transport::socket(s.stream_), &Transport::interrupt);
-        s.core_.registry.add(*s.conn_);
-      }
-      // The socket is closed here, so that the registry and the state
-      // observer learn of the end only once it is true.
-      ~registration() {
-        std::error_code ignored;
-        Transport::socket(s.stream_).close(ignored);
-        s.core_.registry.remove(*s.conn_);
-        s.core_.registry.count_end(s.end_reason());
-        s.conn_->detach();
-      }
-    } registered(s);
-
-    // A connection accepted after shutdown() looked at the others is as
-    // never-used as they were: it closes before any handshake.
-    if (core.registry.draining()) co_return s.conn_->close_if_idle();
-    s.conn_->set_deadline(timeout_kind::handshake);
-    if (co_await transport.handshake(s.stream_)) co_return;
-    s.conn_->set_deadline(timeout_kind::header);
-
-    for (bool first = true;; first = false) {
-      if (s.buffer_.empty()) {
-        // Wait for the next request holding no buffer where the transport
-        // allows it. The state is set before draining is checked, on this
-        // strand: a close_idle() that ran before saw a busy connection, one
-        // that runs after sees an idle one.
-        s.buffer_.release();
-        s.conn_->set_state(first ? connection_state::fresh : connection_state::idle);
-        if (core.registry.draining()) co_return s.conn_->close_if_idle();
-        if (!first) s.conn_->set_deadline(timeout_kind::idle);
-        if constexpr (Transport::readiness_wait) {
-          // Inline rather than a coroutine of its own: an idle connection
-          // should not hold one more frame. A readiness wait may wake with
-          // nothing to read (an event for input already taken), so the read
-          // confirms it, and the session waits again if there was none.
-          for (bool found = false; !found;) {
-            auto wait = sluice::detail::in_exact_frame(
-                [&s] { return Transport::async_wait_readable(s.stream_, pending_long()); });
-            auto [ec] = co_await std::move(wait);
-            if (ec || s.interrupted()) co_return;
-            switch (s.try_read()) {
-              case read_result::got: found = true; break;
-              case read_result::nothing: s.buffer_.release(); break;
-              case read_result::ended: co_return;
-            }
-          }
-        } else {
-          const bool got = co_await s.read_more();
-          if (!got) co_return;
-        }
-      }
-      s.conn_->set_state(connection_state::reading);
-      switch (co_await s.serve_one()) {
-        case next::keep_alive: continue;
-        case next::close: co_await s.close_after_last_response(); co_return;
-        case next::abort: co_return;
-      }
-    }
-  }
-
- private:
-  enum class next { keep_alive, close, abort };
-
-  connection_registry::end_reason end_reason() const {
-    using r = connection_registry::end_reason;
-    if (conn_->close_requested()) return r::idle_closed;
-    // Its last response was out: whatever cut the lingering short, it completed.
-    if (conn_->state() == connection_state::closing) return r::completed;
-    return core_.forcing.load() ? r::forced : r::completed;
-  }
-
-  bool interrupted() const { return conn_->close_requested() || conn_->timed_out() != timeout_kind::none; }
-
-  enum class read_result { got, nothing, ended };
-
-  // A non-blocking read into the buffer.
-  read_result try_read() {
-    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
-    if (space.size() == 0) return read_result::ended;
-    std::error_code ec;
-    const std::size_t n = Transport::try_read_some(stream_, space, ec);
-    if (ec == asio::error::would_block) return read_result::nothing;
-    if (ec) return read_result::ended;
-    buffer_.commit(n);
-    return read_result::got;
-  }
-
-  // Reads what is available into the buffer: at once when the transport can,
-  // else asynchronously. False on end of stream, error, timeout or close.
-  asio::awaitable<bool> read_more() {
-    switch (try_read()) {
-      case read_result::got: co_return !interrupted();
-      case read_result::ended: co_return false;
-      case read_result::nothing: break;
-    }
-    if (interrupted()) co_return false;
-    auto space = buffer_.prepare(1024, core_.options.limits.max_head_bytes + 1024);
-    auto [ec, n] = co_await stream_.async_read_some(space, use_nothrow);
-    if (ec || interrupted()) co_return false;
-    buffer_.commit(n);
-    co_return true;
-  }
-
-  // Writes every byte of `buffers`, re-arming the write timeout whenever some
-  // progress is made. False if the connection failed.
-  template <std::size_t N>
-  asio::awaitable<bool> write_all(std::array<asio::const_buffer, N> buffers) {
-    std::error_code ec;
-    std::size_t n = Transport::try_write_some(stream_, buffers, ec);
-    if (ec && ec != asio::error::would_block) co_return false;
-    for (bool waited = false;; waited = true) {
-      consume(buffers, n);
-      if (asio::buffer_size(buffers) == 0) {
-        // The timeout guards this write only: a handler taking its time before
-        // its next write is not a peer that stopped reading.
-        if (waited) conn_->clear_deadline();
-        break;
-      }
-      if (interrupted()) co_return false;
-      conn_->set_deadline(timeout_kind::write);
-      std::tie(ec, n) = co_await stream_.async_write_some(buffers, use_nothrow);
-      if (ec) co_return false;
-    }
-    co_return !interrupted();
-  }
-
-  template <std::size_t N>
-  static void consume(std::array<asio::const_buffer, N>& buffers, std::size_t n) {
-    for (auto& b : buffers) {
-      std::size_t k = std::min(n, b.size());
-      b += k;
-      n -= k;
-    }
-  }
-
+  // Serves the request whose bytes are in the driver's buffer.
   asio::awaitable<next> serve_one() {
     pooled_parser pooled(core_.options.limits);
     request_parser& parser = *pooled;
     if (auto failed = co_await read_head(parser)) co_return *failed;
-    buffer_.consume(parser.head_size());
-    conn_->clear_deadline();
-    conn_->set_state(connection_state::active);
+    d_.buffer().consume(parser.head_size());
+    d_.clear_deadline();
+    d_.set_state(connection_state::active);
     ++served_;
 
     request_head& head = parser.head();
@@ -295,11 +146,11 @@ class session final : body_source, body_sink {
     final_head_sent_ = false;
     io_failed_ = false;
     request req(head, *this);
-    const bool over_limit = (limit() && served_ > limit()) || conn_->refused();
+    const bool over_limit = (limit() && served_ > limit()) || d_.refused();
 
     std::optional<response> handled;
     if (over_limit)
-      handled = error_response(503, conn_->refused() ? "too many connections" : "too many requests on one connection");
+      handled = error_response(503, d_.refused() ? "too many connections" : "too many requests on one connection");
     else if (connect_with_content(head))
       handled = error_response(400, "CONNECT request with content");
     else
@@ -337,8 +188,8 @@ class session final : body_source, body_sink {
     // response, unless a next request was already read: that one is answered
     // too (past the limit, with the 503 above), never dropped after a
     // "Connection: close", which must be the last response (RFC 9112 9.6).
-    const bool next_read = body_done_ && !buffer_.empty();
-    if ((core_.registry.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
+    const bool next_read = body_done_ && !d_.buffer().empty();
+    if ((d_.core().registry.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
 
     if (!co_await write_response(head, res, keep, upgrading)) co_return next::abort;
     if (upgrading) {
@@ -357,6 +208,7 @@ class session final : body_source, body_sink {
     co_return next::keep_alive;
   }
 
+ private:
   // RFC 9110 9.3.6: a CONNECT request has no content, so one that declares
   // some is read differently by different servers. Refused rather than
   // guessed at: its tunnel would start where another reader sees a body.
@@ -405,7 +257,7 @@ class session final : body_source, body_sink {
   // the connection (the error response, if any, is already written).
   asio::awaitable<std::optional<next>> read_head(request_parser& parser) {
     for (bool deadline_set = false;;) {
-      switch (parser.parse_head(buffer_.data())) {
+      switch (parser.parse_head(d_.buffer().data())) {
         case request_parser::status::head_done:
           co_return std::nullopt;
         case request_parser::status::error:
@@ -414,10 +266,10 @@ class session final : body_source, body_sink {
           break;
       }
       if (!deadline_set) {
-        conn_->set_deadline(timeout_kind::header);
+        d_.set_deadline(core_.timeouts.header);
         deadline_set = true;
       }
-      if (!co_await read_more()) co_return next::abort;
+      if (!co_await d_.read_more()) co_return next::abort;
     }
   }
 
@@ -426,7 +278,7 @@ class session final : body_source, body_sink {
     std::string out;
     serialize_error(ec, out);
     std::array<asio::const_buffer, 1> b{asio::buffer(out)};
-    co_return co_await write_all(b) ? next::close : next::abort;
+    co_return co_await d_.write_all(b) ? next::close : next::abort;
   }
 
   [[noreturn]] void fail_io(std::error_code ec, const char* what) {
@@ -443,10 +295,10 @@ class session final : body_source, body_sink {
       const auto code = e.code();
       if (code.category() == http_category()) co_return error_response(status_for(code), code.message());
       if (io_failed_) {
-        if (conn_->timed_out() == timeout_kind::body) co_return error_response(408, "the request body stalled");
+        if (d_.timed_out() == core_.timeouts.body) co_return error_response(408, "the request body stalled");
         co_return std::nullopt;
       }
-      if (code == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (code == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -487,7 +339,7 @@ class session final : body_source, body_sink {
     const bool inline_body = send_body && !res.stream && !upgrading;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(out), inline_body ? asio::buffer(res.body) : asio::const_buffer()};
     final_head_sent_ = true;
-    if (!co_await write_all(bufs)) co_return false;
+    if (!co_await d_.write_all(bufs)) co_return false;
     if (!res.stream || !send_body || upgrading) co_return true;
 
     chunked_ = f == framing::chunked;
@@ -497,7 +349,7 @@ class session final : body_source, body_sink {
       co_await res.stream(writer);
     } catch (const std::system_error& e) {
       if (io_failed_) co_return false;
-      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -508,7 +360,7 @@ class session final : body_source, body_sink {
     }
     if (chunked_) {
       std::array<asio::const_buffer, 1> end{asio::buffer(last_chunk)};
-      co_return co_await write_all(end);
+      co_return co_await d_.write_all(end);
     }
     co_return true;
   }
@@ -526,7 +378,7 @@ class session final : body_source, body_sink {
     }
     std::array<asio::const_buffer, 3> bufs{asio::buffer(size_line, len), asio::buffer(data),
                                             chunked_ ? asio::buffer("\r\n", 2) : asio::const_buffer()};
-    if (!co_await write_all(bufs)) fail_io(asio::error::connection_aborted, "sluice: response body write failed");
+    if (!co_await d_.write_all(bufs)) fail_io(asio::error::connection_aborted, "sluice: response body write failed");
   }
 
   // body_source: the next piece of the request body.
@@ -538,27 +390,27 @@ class session final : body_source, body_sink {
       continue_sent_ = true;
       static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
       std::array<asio::const_buffer, 1> b{asio::buffer(go_on)};
-      if (!co_await write_all(b)) fail_io(asio::error::connection_aborted, "sluice: 100 Continue write failed");
+      if (!co_await d_.write_all(b)) fail_io(asio::error::connection_aborted, "sluice: 100 Continue write failed");
     }
     for (;;) {
-      if (!buffer_.empty()) {
-        auto r = parser_->parse_body(buffer_.data());
+      if (!d_.buffer().empty()) {
+        auto r = parser_->parse_body(d_.buffer().data());
         if (r.st == request_parser::status::error) throw std::system_error(parser_->error());
         if (r.st == request_parser::status::message_done) body_done_ = true;
         if (!r.data.empty()) {
           pending_ = r.consumed;
           co_return r.data;
         }
-        buffer_.consume(r.consumed);
+        d_.buffer().consume(r.consumed);
         if (body_done_) co_return std::string_view{};
       }
-      conn_->set_deadline(timeout_kind::body);
-      const bool got = co_await read_more();
-      conn_->clear_deadline();
+      d_.set_deadline(core_.timeouts.body);
+      const bool got = co_await d_.read_more();
+      d_.clear_deadline();
       if (!got) {
-        if (conn_->timed_out() == timeout_kind::body) fail_io(asio::error::timed_out, "sluice: request body timeout");
+        if (d_.timed_out() == core_.timeouts.body) fail_io(asio::error::timed_out, "sluice: request body timeout");
         // Lets the handler tell a stopping server from a peer that left.
-        if (core_.forcing.load()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
+        if (d_.core().forcing.load()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
         fail_io(asio::error::connection_aborted, "sluice: connection ended inside the request body");
       }
     }
@@ -568,7 +420,7 @@ class session final : body_source, body_sink {
   bool server_draining() const override { return core_.not_ready.load(std::memory_order_acquire); }
 
   void consume_pending() {
-    buffer_.consume(pending_);
+    d_.buffer().consume(pending_);
     pending_ = 0;
   }
 
@@ -591,29 +443,30 @@ class session final : body_source, body_sink {
     }
   }
 
-  // Hands the stream and the bytes read past the head to the upgrade function.
+  // Hands the stream and the bytes read past the head to the upgrade
+  // function: the protocol it speaks runs on the same driver, which keeps the
+  // connection registered and counted, in state `upgraded`, until it ends.
   asio::awaitable<void> hand_over(response& res) {
-    struct stream_ref final : byte_stream {
-      explicit stream_ref(stream_type& s) : s(s) {}
+    // Over the driver rather than the bare stream: the upgraded protocol
+    // uses the driver's services (its state, its wait for input).
+    struct driver_stream final : byte_stream {
+      explicit driver_stream(driver& d) : d(d) {}
       asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
-        co_return co_await s.async_read_some(b, asio::use_awaitable);
+        co_return co_await d.stream().async_read_some(b, asio::use_awaitable);
       }
       asio::awaitable<void> write(asio::const_buffer b) override {
-        co_await asio::async_write(s, b, asio::use_awaitable);
+        co_await asio::async_write(d.stream(), b, asio::use_awaitable);
       }
-      asio::ip::tcp::socket& socket() override { return Transport::socket(s); }
-      stream_type& s;
+      asio::ip::tcp::socket& socket() override { return Transport::socket(d.stream()); }
+      driver& d;
     };
-    conn_->set_state(connection_state::upgraded);
-    std::string leftover(buffer_.data());
-    buffer_.consume(buffer_.size());
-    buffer_.release();
-    upgraded taken(std::make_unique<stream_ref>(stream_), std::move(leftover));
+    d_.set_state(connection_state::upgraded);
+    upgraded taken(std::make_unique<driver_stream>(d_), d_.take_buffered());
     std::exception_ptr failure;
     try {
       co_await res.upgrade(taken);
     } catch (const std::system_error& e) {
-      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
       // The peer leaving is how an upgraded connection normally ends.
       if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
     } catch (...) {
@@ -622,46 +475,8 @@ class session final : body_source, body_sink {
     if (failure) report(failure);
   }
 
-  // After the last response: the stream's own goodbye, then the TCP close.
-  // Closing a socket with unread input makes the kernel send a reset, which
-  // can destroy a response the peer has not read yet; so when the peer may
-  // still be sending (bytes already here, a body not fully read, an error
-  // answered mid-request), the server shuts its sending side and drains until
-  // the peer closes or linger_timeout passes (what Apache calls a lingering
-  // close). Otherwise it closes at once.
-  asio::awaitable<void> close_after_last_response() {
-    conn_->set_state(connection_state::closing);
-    conn_->set_deadline(timeout_kind::linger);
-    co_await Transport::async_close_notify(stream_);
-    if (interrupted()) co_return;
-    auto& socket = Transport::socket(stream_);
-    std::error_code ec;
-    socket.shutdown(asio::socket_base::shutdown_send, ec);
-    if (ec || !peer_may_send(socket)) co_return;
-    buffer_.consume(buffer_.size());
-    for (;;) {
-      auto space = buffer_.prepare(1024, 4096);
-      auto [read_ec, n] = co_await socket.async_read_some(space, use_nothrow);
-      // A read that completes at once, as it does while the peer floods,
-      // never sees a cancel, so the deadline is checked after every read. So
-      // is the scope's (stop_now, the shutdown deadline), lost the same way:
-      // without this, only throw_if_cancelled would end the loop.
-      if (read_ec || interrupted()) co_return;
-      auto cancel = co_await asio::this_coro::cancellation_state;
-      if (cancel.cancelled() != asio::cancellation_type::none) co_return;
-    }
-  }
-
-  bool peer_may_send(asio::ip::tcp::socket& socket) {
-    if (!buffer_.empty() || !body_done_ || closing_mid_request_) return true;
-    std::error_code ec;
-    return socket.available(ec) > 0 || ec;
-  }
-
+  driver& d_;
   server_core& core_;
-  stream_type& stream_;
-  connection* conn_;
-  read_buffer buffer_;
   request_parser* parser_ = nullptr;
   std::size_t pending_ = 0;
   std::size_t served_ = 0;
