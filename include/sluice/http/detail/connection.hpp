@@ -165,6 +165,9 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   // idle or fresh: its peer's next request, if any, was never read.
   bool close_requested() const { return close_requested_; }
 
+  // True once drain() reached this connection.
+  bool drain_signalled() const { return drained_; }
+
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
   void refuse() { refused_ = true; }
@@ -178,7 +181,8 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
 
   // The server started draining: the upgrade's drain hook runs if it set
   // one, else an idle or never-used connection closes (a busy one says
-  // "Connection: close" when it answers). Once per connection.
+  // "Connection: close" when it answers, and closes when it would go idle:
+  // drain_signalled()). Once per connection.
   void drain() {
     if (std::exchange(drained_, true)) return;
     if (drain_hook_ && *drain_hook_)

@@ -156,9 +156,10 @@ class session final : body_source, body_sink {
       }
     } registered(s);
 
-    // A connection accepted after shutdown() looked at the others is as
-    // never-used as they were: it closes before any handshake.
-    if (core.lifecycle.draining()) co_return s.conn_->close_if_idle();
+    // A connection registered after the drain sweep took its list (the race
+    // of golang/go#81153) is told now: never used, it closes before any
+    // handshake.
+    if (core.lifecycle.draining()) co_return s.conn_->drain();
     s.conn_->set_deadline(timeout_kind::handshake);
     if (co_await transport.handshake(s.stream_)) co_return;
     s.conn_->set_deadline(timeout_kind::header);
@@ -166,12 +167,12 @@ class session final : body_source, body_sink {
     for (bool first = true;; first = false) {
       if (s.buffer_.empty()) {
         // Wait for the next request holding no buffer where the transport
-        // allows it. The state is set before draining is checked, on this
-        // strand: a close_idle() that ran before saw a busy connection, one
-        // that runs after sees an idle one.
+        // allows it. The state is set before the drain signal is checked, on
+        // this strand: a drain() that ran before saw a busy connection and
+        // left the signal, one that runs after sees an idle one and closes it.
         s.buffer_.release();
         s.conn_->set_state(first ? connection_state::fresh : connection_state::idle);
-        if (core.lifecycle.draining()) co_return s.conn_->close_if_idle();
+        if (s.conn_->drain_signalled()) co_return s.conn_->close_if_idle();
         if (!first) s.conn_->set_deadline(timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
           // Inline rather than a coroutine of its own: an idle connection
