@@ -15,11 +15,14 @@
 //   scope.hpp),
 //   and completes when every session has finished and every socket is closed.
 //   Nothing else on the io_context is touched.
-// - shutdown(grace): stops accepting; closes never-used and idle connections
-//   at once; lets requests being read or handled finish, their responses
-//   saying "Connection: close", each connection closing after its last
-//   response; a request already read from a connection is always answered,
-//   one not yet read never is. A half-received request keeps its header
+// - shutdown(grace): stops accepting; sends each connection one drain
+//   signal, on its executor (a connection accepted as it starts gets it at
+//   registration): closes never-used and idle connections at once; lets
+//   requests being read or handled finish, their responses saying
+//   "Connection: close", each connection closing after its last response;
+//   runs an upgraded connection's on_drain hook (see http::upgraded), or
+//   waits for one without a hook until the deadline; a request already
+//   read from a connection is always answered, one not yet read never is. A half-received request keeps its header
 //   timeout. At the deadline whatever is left gets stop_now(). Then the
 //   shutdown hooks run, within the same deadline. Completes when all is torn
 //   down, with how many connections were closed idle, completed, and forced.
