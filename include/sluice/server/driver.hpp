@@ -45,6 +45,7 @@
 #include "sluice/http/detail/connection.hpp"
 #include "sluice/http/options.hpp"
 #include "sluice/server/deadlines.hpp"
+#include "sluice/server/lifecycle.hpp"
 #include "sluice/server/read_buffer.hpp"
 
 #include <asio/bind_allocator.hpp>
@@ -88,14 +89,14 @@ inline driver_timeouts add_driver_timeouts(timeout_table& table, clock::duration
 struct driver_core {
   driver_core(const asio::any_io_executor& ex, const timeout_table& kinds, driver_timeouts timeouts,
               std::size_t max_buffered, const http::server_options& options)
-      : registry(ex, kinds, options), timeouts(timeouts), max_buffered(max_buffered) {}
+      : registry(ex, kinds, options, lifecycle), timeouts(timeouts), max_buffered(max_buffered) {}
 
+  // The server's phase: changed by the server alone, read by every connection.
+  sluice::server::lifecycle lifecycle;
   http::detail::connection_registry registry;
   const driver_timeouts timeouts;
   // How far the read buffer may grow: the most a protocol must hold at once.
   const std::size_t max_buffered;
-  // True once stop_now() or the shutdown deadline cancelled the sessions.
-  std::atomic<bool> forcing{false};
 };
 
 // What a protocol's serve_one() asks of the driver next.
@@ -130,9 +131,10 @@ class driver {
     registration registered(d);
     Protocol protocol(d, shared);
 
-    // A connection accepted after shutdown() looked at the others is as
-    // never-used as they were: it closes before any handshake.
-    if (core.registry.draining()) co_return d.conn_->close_if_idle();
+    // A connection registered after the drain sweep took its list (the race
+    // of golang/go#81153) is told now: never used, it closes before any
+    // handshake.
+    if (core.lifecycle.draining()) co_return d.conn_->drain();
     d.set_deadline(core.timeouts.handshake);
     if (co_await transport.handshake(d.stream_)) co_return;
     protocol.start();
@@ -140,12 +142,12 @@ class driver {
     for (bool first = true;; first = false) {
       if (d.buffer_.empty()) {
         // Wait for the next exchange holding no buffer where the transport
-        // allows it. The state is set before draining is checked, on this
-        // strand: a close_idle() that ran before saw a busy connection, one
-        // that runs after sees an idle one.
+        // allows it. The state is set before the drain signal is checked, on
+        // this strand: a drain() that ran before saw a busy connection and
+        // left the signal, one that runs after sees an idle one and closes it.
         d.buffer_.release();
         d.set_state(first ? connection_state::fresh : connection_state::idle);
-        if (core.registry.draining()) co_return d.conn_->close_if_idle();
+        if (d.conn_->drain_signalled()) co_return d.conn_->close_if_idle();
         if (!first) d.set_deadline(core.timeouts.idle);
         if constexpr (Transport::readiness_wait) {
           // Inline rather than a coroutine of its own: an idle connection
@@ -187,6 +189,10 @@ class driver {
   void clear_deadline() { conn_->clear_deadline(); }
   // The kind whose deadline passed, if one did.
   timeout_kind timed_out() const { return conn_->timed_out(); }
+  // What the protocol running now does when the server drains (null: none;
+  // see connection::set_drain_hook).
+  void set_drain_hook(std::function<void()>* hook) { conn_->set_drain_hook(hook); }
+  asio::any_io_executor executor() const { return conn_->executor(); }
   // Accepted beyond the connection limit: its first request is refused.
   bool refused() const { return conn_->refused(); }
   // A deadline passed or close_idle() closed the connection: stop using it.
@@ -287,7 +293,7 @@ class driver {
     if (conn_->close_requested()) return r::idle_closed;
     // Its last response was out: whatever cut the lingering short, it completed.
     if (conn_->state() == connection_state::closing) return r::completed;
-    return core_.forcing.load() ? r::forced : r::completed;
+    return core_.lifecycle.forcing() ? r::forced : r::completed;
   }
 
   template <std::size_t N>

@@ -9,9 +9,11 @@
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/options.hpp"
 #include "sluice/server/deadlines.hpp"
+#include "sluice/server/lifecycle.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/post.hpp>
 #include <asio/ip/tcp.hpp>
 
 #include <array>
@@ -51,9 +53,10 @@ inline void report_handler_error(const server_options& options, std::exception_p
 // reading them takes no lock; the list serves close_idle() and shutdown().
 class connection_registry {
  public:
-  // `options` (its on_state_change and on_handler_error) must outlive the registry.
-  connection_registry(const asio::any_io_executor& ex, const timeout_table& kinds, const server_options& options)
-      : options_(options), deadlines_(std::make_shared<deadline_lists<connection>>(ex, kinds)) {}
+  // `options` (its on_state_change and on_handler_error) and `lifecycle` must outlive the registry.
+  connection_registry(const asio::any_io_executor& ex, const timeout_table& kinds, const server_options& options,
+                      const sluice::server::lifecycle& lifecycle)
+      : options_(options), lifecycle_(lifecycle), deadlines_(std::make_shared<deadline_lists<connection>>(ex, kinds)) {}
 
   bool observed() const { return static_cast<bool>(options_.on_state_change); }
 
@@ -70,10 +73,11 @@ class connection_registry {
   // Asks every idle or never-used connection to close, on its own executor.
   void close_idle();
 
-  // Once set, responses say "Connection: close" and connections close when
-  // they would otherwise go idle.
-  void start_draining() { draining_.store(true, std::memory_order_release); }
-  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // Gives every connection registered now connection::drain(), on its own
+  // executor. Call it once the lifecycle says draining: a connection that
+  // this misses registered after it took the list, under the same mutex, so
+  // it sees the lifecycle's draining() (see session::serve).
+  void drain_all();
 
   enum class end_reason { idle_closed, completed, forced };
   struct ends {
@@ -98,13 +102,16 @@ class connection_registry {
     by_state_[static_cast<std::size_t>(from)].fetch_sub(1, std::memory_order_relaxed);
     by_state_[static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
   }
+  template <typename F>
+  void for_each_connection(F f);
+
   void count_in(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed); }
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
   const server_options& options_;
+  const sluice::server::lifecycle& lifecycle_;
   const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
-  std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
   std::mutex mutex_;
   sluice::detail::intrusive_list<connection, connection_registry> all_;
@@ -164,6 +171,9 @@ class connection : public deadline_hook,
   // idle or fresh: its peer's next request, if any, was never read.
   bool close_requested() const { return close_requested_; }
 
+  // True once drain() reached this connection.
+  bool drain_signalled() const { return drained_; }
+
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
   void refuse() { refused_ = true; }
@@ -173,6 +183,30 @@ class connection : public deadline_hook,
     if (state_ != connection_state::idle && state_ != connection_state::fresh) return;
     close_requested_ = true;
     close_socket();
+  }
+
+  // The server started draining: the upgrade's drain hook runs if it set
+  // one, else an idle or never-used connection closes (a busy one says
+  // "Connection: close" when it answers, and closes when it would go idle:
+  // drain_signalled()). Once per connection.
+  void drain() {
+    if (std::exchange(drained_, true)) return;
+    if (drain_hook_ && *drain_hook_)
+      run_drain_hook();
+    else
+      close_if_idle();
+  }
+
+  // What an upgraded connection does when the server drains (see
+  // http::upgraded::on_drain), kept by the upgrade, which passes null when
+  // it ends: an idle connection pays one pointer for it. A hook set after the
+  // drain began runs at once, posted: not inside the caller.
+  void set_drain_hook(std::function<void()>* hook) {
+    drain_hook_ = hook;
+    if (!drain_hook_ || !*drain_hook_ || !(drained_ || registry_.lifecycle_.draining())) return;
+    asio::post(executor(), [weak = weak_from_this()] {
+      if (auto c = weak.lock()) c->run_drain_hook();
+    });
   }
 
   // From the deadline lists, on this connection's executor. The kind says
@@ -200,6 +234,18 @@ class connection : public deadline_hook,
     }
   }
 
+  // A hook runs once: a drain and a post racing to run it find it taken.
+  void run_drain_hook() noexcept {
+    drained_ = true;
+    if (!drain_hook_ || !*drain_hook_) return;
+    auto fn = std::exchange(*drain_hook_, nullptr);
+    try {
+      fn();
+    } catch (...) {
+      report_handler_error(registry_.options_, std::current_exception());
+    }
+  }
+
   // Closing rather than cancelling: a cancel reaches only the operation
   // pending now, and is lost if it lands between two steps of a composed one
   // (a TLS write); on a closed socket every later operation fails at once.
@@ -214,8 +260,10 @@ class connection : public deadline_hook,
   interrupt_function interrupt_ = nullptr;
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
+  std::function<void()>* drain_hook_ = nullptr;
   bool close_requested_ = false;
   bool refused_ = false;
+  bool drained_ = false;
 };
 
 inline void connection_registry::add(connection& c) {
@@ -228,19 +276,29 @@ inline void connection_registry::remove(connection& c) {
   all_.erase(c);
 }
 
-inline void connection_registry::close_idle() {
-  // Only weak references leave the lock: a connection is touched on its own
-  // executor alone, and only if its session still runs.
+// Calls f(connection&) for every registered connection, on its own executor.
+// Only weak references leave the lock: a connection is touched on its own
+// executor alone, and only if its session still runs.
+template <typename F>
+void connection_registry::for_each_connection(F f) {
   std::vector<std::pair<std::weak_ptr<connection>, asio::any_io_executor>> all;
   {
     std::lock_guard lock(mutex_);
     for (connection& c : all_) all.emplace_back(c.weak_from_this(), c.executor());
   }
   for (auto& [weak, ex] : all) {
-    asio::dispatch(ex, [weak = std::move(weak)] {
-      if (auto c = weak.lock()) c->close_if_idle();
+    asio::dispatch(ex, [weak = std::move(weak), f] {
+      if (auto c = weak.lock()) f(*c);
     });
   }
+}
+
+inline void connection_registry::close_idle() {
+  for_each_connection([](connection& c) { c.close_if_idle(); });
+}
+
+inline void connection_registry::drain_all() {
+  for_each_connection([](connection& c) { c.drain(); });
 }
 
 }  // namespace sluice::http::detail

@@ -74,8 +74,6 @@ struct server_core {
   const http_timeouts timeouts;
   // What the driver of every connection shares: the registry, the deadlines.
   sluice::server::driver_core connections;
-  // True from the start of shutdown(), drain_delay included.
-  std::atomic<bool> not_ready{false};
   // Request bodies a handler left unread that proved malformed or too large
   // while being discarded after the response (see basic_server).
   std::atomic<std::uint64_t> unread_bodies_rejected{0};
@@ -189,7 +187,7 @@ class protocol final : body_source, body_sink {
     // too (past the limit, with the 503 above), never dropped after a
     // "Connection: close", which must be the last response (RFC 9112 9.6).
     const bool next_read = body_done_ && !d_.buffer().empty();
-    if ((d_.core().registry.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
+    if ((d_.core().lifecycle.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
 
     if (!co_await write_response(head, res, keep, upgrading)) co_return next::abort;
     if (upgrading) {
@@ -298,7 +296,7 @@ class protocol final : body_source, body_sink {
         if (d_.timed_out() == core_.timeouts.body) co_return error_response(408, "the request body stalled");
         co_return std::nullopt;
       }
-      if (code == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
+      if (code == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -349,7 +347,7 @@ class protocol final : body_source, body_sink {
       co_await res.stream(writer);
     } catch (const std::system_error& e) {
       if (io_failed_) co_return false;
-      if (e.code() == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -410,14 +408,14 @@ class protocol final : body_source, body_sink {
       if (!got) {
         if (d_.timed_out() == core_.timeouts.body) fail_io(asio::error::timed_out, "sluice: request body timeout");
         // Lets the handler tell a stopping server from a peer that left.
-        if (d_.core().forcing.load()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
+        if (d_.core().lifecycle.forcing()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
         fail_io(asio::error::connection_aborted, "sluice: connection ended inside the request body");
       }
     }
   }
 
   bool body_done() const override { return body_done_; }
-  bool server_draining() const override { return core_.not_ready.load(std::memory_order_acquire); }
+  bool server_draining() const override { return d_.core().lifecycle.drain_announced(); }
 
   void consume_pending() {
     d_.buffer().consume(pending_);
@@ -443,14 +441,17 @@ class protocol final : body_source, body_sink {
     }
   }
 
-  // Hands the stream and the bytes read past the head to the upgrade
-  // function: the protocol it speaks runs on the same driver, which keeps the
-  // connection registered and counted, in state `upgraded`, until it ends.
+  // Hands the stream, the bytes read past the head and the connection's
+  // hooks to the upgrade function: the protocol it speaks runs on the same
+  // driver, which keeps the connection registered and counted (in state
+  // `upgraded` until the protocol names its own) and tells it of a drain.
   asio::awaitable<void> hand_over(response& res) {
     // Over the driver rather than the bare stream: the upgraded protocol
-    // uses the driver's services (its state, its wait for input).
-    struct driver_stream final : byte_stream {
+    // uses the driver's services (its state, its wait for input, its drain).
+    struct driver_stream final : upgraded_connection {
       explicit driver_stream(driver& d) : d(d) {}
+      // The upgrade function has returned: nothing its hook refers to is left.
+      ~driver_stream() override { d.set_drain_hook(nullptr); }
       asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
         co_return co_await d.stream().async_read_some(b, asio::use_awaitable);
       }
@@ -458,7 +459,24 @@ class protocol final : body_source, body_sink {
         co_await asio::async_write(d.stream(), b, asio::use_awaitable);
       }
       asio::ip::tcp::socket& socket() override { return Transport::socket(d.stream()); }
+      asio::awaitable<void> wait_readable() override {
+        if constexpr (Transport::readiness_wait) {
+          auto wait = d.readable();
+          auto [ec] = co_await std::move(wait);
+          if (ec) throw std::system_error(ec, "sluice: waiting for input on an upgraded connection");
+        }
+      }
+      std::size_t try_read_some(asio::mutable_buffer b, std::error_code& ec) override {
+        return Transport::try_read_some(d.stream(), b, ec);
+      }
+      void on_drain(std::function<void()> fn) override {
+        drain_hook = std::move(fn);
+        d.set_drain_hook(&drain_hook);
+      }
+      void set_state(connection_state state) override { d.set_state(state); }
+      asio::any_io_executor get_executor() override { return d.executor(); }
       driver& d;
+      std::function<void()> drain_hook;
     };
     d_.set_state(connection_state::upgraded);
     upgraded taken(std::make_unique<driver_stream>(d_), d_.take_buffered());
@@ -466,7 +484,7 @@ class protocol final : body_source, body_sink {
     try {
       co_await res.upgrade(taken);
     } catch (const std::system_error& e) {
-      if (e.code() == asio::error::operation_aborted && d_.core().forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
       // The peer leaving is how an upgraded connection normally ends.
       if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
     } catch (...) {
