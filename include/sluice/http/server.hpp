@@ -155,6 +155,7 @@ class basic_server {
     auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.registry.ended();
     asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
+    st->core.drain_deadline.set(deadline.expiry());
     st->core.not_ready = true;
     if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);

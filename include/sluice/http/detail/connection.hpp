@@ -7,6 +7,7 @@
 #include "sluice/detail/scope_state.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/deadlines.hpp"
+#include "sluice/http/detail/disconnect_watch.hpp"
 #include "sluice/http/options.hpp"
 
 #include <asio/any_io_executor.hpp>
@@ -157,6 +158,10 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   // idle or fresh: its peer's next request, if any, was never read.
   bool close_requested() const { return close_requested_; }
 
+  // Tells the running handler that its client left. Here rather than in the
+  // session's frame: its wait may complete after the frame is gone.
+  disconnect_watch& disconnect() { return disconnect_; }
+
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
   void refuse() { refused_ = true; }
@@ -207,6 +212,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   interrupt_function interrupt_ = nullptr;
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
+  disconnect_watch disconnect_;
   bool close_requested_ = false;
   bool refused_ = false;
   // The registry's list, guarded by its mutex.

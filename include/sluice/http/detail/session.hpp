@@ -6,7 +6,9 @@
 #include "sluice/detail/exact_allocator.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
+#include "sluice/http/detail/disconnect_watch.hpp"
 #include "sluice/http/detail/read_buffer.hpp"
+#include "sluice/http/detail/shutdown_deadline.hpp"
 #include "sluice/http/error.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
@@ -64,6 +66,8 @@ struct server_core {
   std::atomic<bool> not_ready{false};
   // True once stop_now() or the shutdown deadline cancelled the sessions.
   std::atomic<bool> forcing{false};
+  // Set by shutdown() where it computes its deadline; handlers read it.
+  shutdown_deadline drain_deadline;
   // Request bodies a handler left unread that proved malformed or too large
   // while being discarded after the response (see basic_server).
   std::atomic<std::uint64_t> unread_bodies_rejected{0};
@@ -436,6 +440,17 @@ class session final : body_source, body_sink {
 
   // The handler's response; empty when the connection broke under it.
   asio::awaitable<std::optional<response>> call_handler(request& req) {
+    struct handler_running {
+      session& s;
+      asio::cancellation_slot own;
+      handler_running(session& self, asio::cancellation_slot slot) : s(self), own(slot) { s.in_handler_ = true; }
+      ~handler_running() {
+        s.in_handler_ = s.watch_asked_ = false;
+        s.conn_->disconnect().end_request(own);
+      }
+    };
+    const auto own_state = co_await asio::this_coro::cancellation_state;
+    handler_running running(*this, own_state.slot());
     std::exception_ptr failure;
     try {
       co_return co_await core_.handler(req);
@@ -447,6 +462,8 @@ class session final : body_source, body_sink {
         co_return std::nullopt;
       }
       if (code == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      // The handler let the cancellation that told it of its client's leaving escape.
+      if (code == asio::error::operation_aborted && conn_->disconnect().client_gone()) co_return std::nullopt;
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -545,11 +562,10 @@ class session final : body_source, body_sink {
         auto r = parser_->parse_body(buffer_.data());
         if (r.st == request_parser::status::error) throw std::system_error(parser_->error());
         if (r.st == request_parser::status::message_done) body_done_ = true;
-        if (!r.data.empty()) {
-          pending_ = r.consumed;
-          co_return r.data;
-        }
-        buffer_.consume(r.consumed);
+        pending_ = r.consumed;
+        if (body_done_ && watch_asked_) watch_disconnect();
+        if (!r.data.empty()) co_return r.data;
+        consume_pending();
         if (body_done_) co_return std::string_view{};
       }
       conn_->set_deadline(timeout_kind::body);
@@ -566,6 +582,27 @@ class session final : body_source, body_sink {
 
   bool body_done() const override { return body_done_; }
   bool server_draining() const override { return core_.not_ready.load(std::memory_order_acquire); }
+  std::optional<clock::time_point> shutdown_deadline() const override { return core_.drain_deadline.get(); }
+
+  asio::awaitable<asio::cancellation_slot> cancellation_slot() override {
+    watch_disconnect();
+    auto awaiting = co_await asio::this_coro::cancellation_state;
+    co_return conn_->disconnect().slot(awaiting.slot());
+  }
+  bool client_gone() override {
+    watch_disconnect();
+    return conn_->disconnect().client_gone();
+  }
+
+  // Only once a handler asked, and only while it runs: a handler that never
+  // asks costs nothing. Input is news only when the whole request was read
+  // and no pipelined byte waits in the buffer.
+  void watch_disconnect() {
+    if (!in_handler_) return;
+    watch_asked_ = true;
+    if (body_done_ && buffer_.size() == pending_)
+      conn_->disconnect().watch(Transport::socket(stream_), conn_->shared_from_this());
+  }
 
   void consume_pending() {
     buffer_.consume(pending_);
@@ -671,6 +708,8 @@ class session final : body_source, body_sink {
   bool chunked_ = false;
   bool io_failed_ = false;  // a body read or write of ours failed under the handler
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
+  bool in_handler_ = false;
+  bool watch_asked_ = false;  // by this request's handler: watch once its body is read
 };
 
 }  // namespace sluice::http::detail
