@@ -163,7 +163,9 @@ class request {
   // first is not. As with any Asio slot, the slot keeps a handle to the last
   // operation bound to it: destroy that operation's I/O object (the timer
   // above) only once the handler returns, or after slot.clear(). The server
-  // forgets the slot when the handler returns. An operation_aborted that
+  // forgets the slot when the handler returns. It fires once: an operation
+  // bound after the client left is not cancelled (check client_gone()
+  // first). An operation_aborted that
   // escapes the handler after the client left ends the connection quietly
   // (no 500, no report).
   asio::awaitable<asio::cancellation_slot> cancellation_slot() { return body_.cancellation_slot(); }

@@ -32,6 +32,9 @@
 // - At most tcp.max_connections connections at once; past it, newcomers wait
 //   in the kernel backlog, or get 503 (see server_options::answer_503_at_limit).
 // - close_idle(): closes the connections that are idle or never used now.
+// - A handler can learn why it may stop (see message.hpp): its client leaving
+//   mid-request (request::cancellation_slot(), client_gone()) and, once
+//   shutdown() began, its deadline (request::shutdown_deadline()).
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
 // - Malformed requests get their status (400, 413, 414, 431, 501, 505) with
