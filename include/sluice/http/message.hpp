@@ -165,9 +165,8 @@ class request {
   // above) only once the handler returns, or after slot.clear(). The server
   // forgets the slot when the handler returns. It fires once: an operation
   // bound after the client left is not cancelled (check client_gone()
-  // first). An operation_aborted that
-  // escapes the handler after the client left ends the connection quietly
-  // (no 500, no report).
+  // first). An operation_aborted that escapes the handler after the client
+  // left ends the connection quietly (no 500, no report).
   asio::awaitable<asio::cancellation_slot> cancellation_slot() { return body_.cancellation_slot(); }
   // True once the server saw the client leave during this handler. Asking
   // starts the watch, as cancellation_slot() does: the answer can change
