@@ -18,8 +18,10 @@
 // - The wait's completion holds a weak reference to the watch's owner (the
 //   connection), never the session's frame: it may run after the session
 //   ended and then does nothing.
-// - The slot is emitted at most once per request (terminal cancellation), on
-//   the connection's executor, where the wait completes.
+// - The client's leaving is emitted at most once per request (terminal
+//   cancellation), on the connection's executor, where the wait completes.
+//   A stop reaches the slot too, through the forwarding slot() installs,
+//   emitted where the stop is (the session's executor as well).
 //
 // Thread safety: everything runs on the connection's executor.
 #pragma once
