@@ -32,8 +32,10 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/buffer.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/ip/tcp.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -51,6 +53,9 @@ struct body_source {
   virtual asio::awaitable<std::string_view> read_some() = 0;
   virtual bool body_done() const = 0;
   virtual bool server_draining() const = 0;
+  virtual asio::awaitable<asio::cancellation_slot> cancellation_slot() = 0;
+  virtual bool client_gone() = 0;
+  virtual std::optional<std::chrono::steady_clock::time_point> shutdown_deadline() const = 0;
 
  protected:
   ~body_source() = default;
@@ -141,6 +146,49 @@ class request {
   // True once the server's shutdown() has started (its drain_delay
   // included): what a readiness endpoint should answer 503 to.
   bool server_draining() const { return body_.server_draining(); }
+
+  // Why a handler may stop early -----------------------------------------
+  //
+  // The client leaving mid-request (a FIN or a reset), as Go's r.Context()
+  // and Node's req.signal tell it: an operation bound to the slot this gives
+  // completes with operation_aborted (terminal cancellation, emitted once, on
+  // the request's executor) when the server sees the client go while the
+  // handler runs. stop_now() and the shutdown deadline still reach it: the
+  // slot takes over, for the operation the calling coroutine awaits next,
+  // the cancellation that would have reached that operation. So ask for the
+  // slot right before each operation you bind, in the coroutine that awaits
+  // it:
+  //
+  //     asio::steady_timer t(co_await asio::this_coro::executor, 30s);
+  //     auto slot = co_await req.cancellation_slot();
+  //     auto [ec] = co_await t.async_wait(asio::bind_cancellation_slot(
+  //         slot, asio::experimental::as_tuple(asio::use_awaitable)));
+  //     if (req.client_gone()) co_return ...;  // nobody is listening
+  //
+  // The first call starts the watch (handlers that never ask cost nothing);
+  // it begins once the body is read whole, and only if no pipelined request
+  // follows it (its bytes say the client is there). Over TLS, a FIN or reset
+  // with no TLS record before it is seen; a client that sends close_notify
+  // first is not. As with any Asio slot, the slot keeps a handle to the last
+  // operation bound to it: destroy that operation's I/O object (the timer
+  // above) only once the handler returns, or after slot.clear(). The server
+  // forgets the slot when the handler returns. It fires once: an operation
+  // bound after the client left is not cancelled (check client_gone()
+  // first). An operation_aborted that escapes the handler after the client
+  // left ends the connection quietly (no 500, no report).
+  asio::awaitable<asio::cancellation_slot> cancellation_slot() { return body_.cancellation_slot(); }
+  // True once the server saw the client leave during this handler. Asking
+  // starts the watch, as cancellation_slot() does: the answer can change
+  // only while the handler waits (the event loop tells).
+  bool client_gone() const { return body_.client_gone(); }
+
+  // Empty while the server serves; once shutdown() began (its drain_delay
+  // included), the deadline after which it cancels what is left, or
+  // time_point::max() when its grace has none. A long handler can finish
+  // early with a partial answer rather than be cancelled.
+  std::optional<std::chrono::steady_clock::time_point> shutdown_deadline() const {
+    return body_.shutdown_deadline();
+  }
 
  private:
   request_head& head_;

@@ -35,6 +35,9 @@
 // - At most tcp.max_connections connections at once; past it, newcomers wait
 //   in the kernel backlog, or get 503 (see server_options::answer_503_at_limit).
 // - close_idle(): closes the connections that are idle or never used now.
+// - A handler can learn why it may stop (see message.hpp): its client leaving
+//   mid-request (request::cancellation_slot(), client_gone()) and, once
+//   shutdown() began, its deadline (request::shutdown_deadline()).
 // - Keep-alive by default for HTTP/1.1 and on request for HTTP/1.0;
 //   pipelined requests are answered in order.
 // - Malformed requests get their status (400, 413, 414, 431, 501, 505) with
@@ -165,6 +168,8 @@ class basic_server {
     auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.connections.registry.ended();
     asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
+    // Before the phase moves: a handler that sees the drain sees its deadline.
+    st->core.connections.drain_deadline.set(deadline.expiry());
     st->core.connections.lifecycle.announce_drain();
     if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);

@@ -46,6 +46,7 @@
 #include "sluice/http/options.hpp"
 #include "sluice/server/deadlines.hpp"
 #include "sluice/server/lifecycle.hpp"
+#include "sluice/server/shutdown_deadline.hpp"
 #include "sluice/server/read_buffer.hpp"
 
 #include <asio/bind_allocator.hpp>
@@ -93,6 +94,8 @@ struct driver_core {
 
   // The server's phase: changed by the server alone, read by every connection.
   sluice::server::lifecycle lifecycle;
+  // Set by shutdown() where it computes its deadline, before the phase moves.
+  shutdown_deadline drain_deadline;
   http::detail::connection_registry registry;
   const driver_timeouts timeouts;
   // How far the read buffer may grow: the most a protocol must hold at once.
@@ -180,6 +183,7 @@ class driver {
 
   driver_core& core() const { return core_; }
   stream_type& stream() const { return stream_; }
+  connection& conn() const { return *conn_; }
   read_buffer& buffer() { return buffer_; }
 
   // The state and its count change first: whatever the observer does, they agree.

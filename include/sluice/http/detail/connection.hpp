@@ -7,6 +7,7 @@
 #include "sluice/detail/intrusive_list.hpp"
 #include "sluice/detail/scope_state.hpp"
 #include "sluice/http/connection_state.hpp"
+#include "sluice/http/detail/disconnect_watch.hpp"
 #include "sluice/http/options.hpp"
 #include "sluice/server/deadlines.hpp"
 #include "sluice/server/lifecycle.hpp"
@@ -173,6 +174,9 @@ class connection : public deadline_hook,
 
   // True once drain() reached this connection.
   bool drain_signalled() const { return drained_; }
+  // Tells the running handler that its client left. Here rather than in the
+  // session's frame: its wait may complete after the frame is gone.
+  disconnect_watch& disconnect() { return disconnect_; }
 
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
@@ -261,6 +265,7 @@ class connection : public deadline_hook,
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
   std::function<void()>* drain_hook_ = nullptr;
+  disconnect_watch disconnect_;
   bool close_requested_ = false;
   bool refused_ = false;
   bool drained_ = false;

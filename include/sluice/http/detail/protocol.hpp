@@ -13,6 +13,7 @@
 #include "sluice/detail/thread_local_pool.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/connection.hpp"
+#include "sluice/http/detail/disconnect_watch.hpp"
 #include "sluice/http/error.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
@@ -286,6 +287,17 @@ class protocol final : body_source, body_sink {
 
   // The handler's response; empty when the connection broke under it.
   asio::awaitable<std::optional<response>> call_handler(request& req) {
+    struct handler_running {
+      protocol& p;
+      asio::cancellation_slot own;
+      handler_running(protocol& self, asio::cancellation_slot slot) : p(self), own(slot) { p.in_handler_ = true; }
+      ~handler_running() {
+        p.in_handler_ = p.watch_asked_ = false;
+        p.d_.conn().disconnect().end_request(own);
+      }
+    };
+    const auto own_state = co_await asio::this_coro::cancellation_state;
+    handler_running running(*this, own_state.slot());
     std::exception_ptr failure;
     try {
       co_return co_await core_.handler(req);
@@ -297,6 +309,8 @@ class protocol final : body_source, body_sink {
         co_return std::nullopt;
       }
       if (code == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
+      // The handler let the cancellation that told it of its client's leaving escape.
+      if (code == asio::error::operation_aborted && d_.conn().disconnect().client_gone()) co_return std::nullopt;
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -395,11 +409,10 @@ class protocol final : body_source, body_sink {
         auto r = parser_->parse_body(d_.buffer().data());
         if (r.st == request_parser::status::error) throw std::system_error(parser_->error());
         if (r.st == request_parser::status::message_done) body_done_ = true;
-        if (!r.data.empty()) {
-          pending_ = r.consumed;
-          co_return r.data;
-        }
-        d_.buffer().consume(r.consumed);
+        pending_ = r.consumed;
+        if (body_done_ && watch_asked_) watch_disconnect();
+        if (!r.data.empty()) co_return r.data;
+        consume_pending();
         if (body_done_) co_return std::string_view{};
       }
       d_.set_deadline(core_.timeouts.body);
@@ -416,6 +429,27 @@ class protocol final : body_source, body_sink {
 
   bool body_done() const override { return body_done_; }
   bool server_draining() const override { return d_.core().lifecycle.drain_announced(); }
+  std::optional<clock::time_point> shutdown_deadline() const override { return d_.core().drain_deadline.get(); }
+
+  asio::awaitable<asio::cancellation_slot> cancellation_slot() override {
+    watch_disconnect();
+    auto awaiting = co_await asio::this_coro::cancellation_state;
+    co_return d_.conn().disconnect().slot(awaiting.slot());
+  }
+  bool client_gone() override {
+    watch_disconnect();
+    return d_.conn().disconnect().client_gone();
+  }
+
+  // Only once a handler asked, and only while it runs: a handler that never
+  // asks costs nothing. Input is news only when the whole request was read
+  // and no pipelined byte waits in the buffer.
+  void watch_disconnect() {
+    if (!in_handler_) return;
+    watch_asked_ = true;
+    if (body_done_ && d_.buffer().size() == pending_)
+      d_.conn().disconnect().watch(Transport::socket(d_.stream()), d_.conn().shared_from_this());
+  }
 
   void consume_pending() {
     d_.buffer().consume(pending_);
@@ -504,6 +538,8 @@ class protocol final : body_source, body_sink {
   bool chunked_ = false;
   bool io_failed_ = false;  // a body read or write of ours failed under the handler
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
+  bool in_handler_ = false;
+  bool watch_asked_ = false;  // by this request's handler: watch once its body is read
 };
 
 }  // namespace sluice::http::detail
