@@ -429,7 +429,7 @@ class protocol final : body_source, body_sink {
 
   bool body_done() const override { return body_done_; }
   bool server_draining() const override { return d_.core().lifecycle.drain_announced(); }
-  std::optional<clock::time_point> shutdown_deadline() const override { return d_.core().drain_deadline.get(); }
+  std::optional<std::chrono::steady_clock::time_point> shutdown_deadline() const override { return d_.core().drain_deadline.get(); }
 
   asio::awaitable<asio::cancellation_slot> cancellation_slot() override {
     watch_disconnect();
