@@ -78,8 +78,11 @@ class ws_client {
   }
 
   http_client& http() { return c_; }
-  awaitable<void> send(std::string_view bytes) { return c_.send(bytes); }
-  awaitable<void> send(ws::opcode op, std::string_view payload) { return c_.send(client_frame(fin(op), payload)); }
+  awaitable<void> send(std::string_view bytes) { co_await c_.send(bytes); }
+  awaitable<void> send(ws::opcode op, std::string_view payload) {
+    const std::string frame = client_frame(fin(op), payload);
+    co_await c_.send(frame);
+  }
 
   awaitable<server_frame> read_frame() {
     server_frame f;
@@ -94,14 +97,6 @@ class ws_client {
     }
     f.payload = co_await c_.read_exact(n);
     co_return f;
-  }
-
-  // The next Close the server sends, skipping anything before it; checks the connection then ends.
-  awaitable<server_frame> read_close() {
-    for (;;) {
-      auto f = co_await read_frame();
-      if (f.op() == ws::opcode::close) co_return f;
-    }
   }
 
  private:
