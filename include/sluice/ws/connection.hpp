@@ -97,7 +97,7 @@ struct agreement {
   std::string subprotocol;
 };
 struct serve_args;
-asio::awaitable<void> serve(serve_args args, http::upgraded& up);
+asio::awaitable<void> serve(const serve_args& args, http::upgraded& up);
 }  // namespace detail
 
 class connection {
@@ -121,18 +121,26 @@ class connection {
   // The subprotocol agreed in the handshake; empty when none.
   const std::string& subprotocol() const noexcept { return subprotocol_; }
   // Whether permessage-deflate was agreed.
-  bool compressed() const noexcept { return inflater_.has_value(); }
+  bool compressed() const noexcept { return compression_ != nullptr; }
   // The connection beneath, for its socket's endpoints and options.
   http::upgraded& stream() noexcept { return up_; }
 
  private:
-  friend asio::awaitable<void> detail::serve(detail::serve_args, http::upgraded&);
+  friend asio::awaitable<void> detail::serve(const detail::serve_args&, http::upgraded&);
   struct keepalive_timer;
+  struct compression {
+    inflater in;
+    deflater out;
+  };
 
-  connection(http::upgraded& up, const options& o, detail::agreement a);
+  connection(http::upgraded& up, const options& o, const detail::agreement& a);
 
-  asio::awaitable<std::span<char>> receive();
+  std::span<char> take_input(std::error_code& ec);
+  asio::awaitable<void> read_waiting();
+  void wait_failed(std::error_code ec);
   void keep_unread(std::span<char> in, std::size_t used);
+  asio::awaitable<void> answer(message_reader::event what);
+  bool owes_frame() const noexcept { return (draining_ || ping_due_) && !close_sent_; }
   asio::awaitable<void> send(std::string frame);
   asio::awaitable<void> send_pending();
   asio::awaitable<void> send_close(std::uint16_t code, std::string_view reason);
@@ -144,8 +152,7 @@ class connection {
   void start_keepalive(std::chrono::steady_clock::duration interval);
 
   http::upgraded& up_;
-  std::optional<inflater> inflater_;
-  std::optional<deflater> deflater_;
+  std::unique_ptr<compression> compression_;  // set when permessage-deflate was agreed
   message_reader reader_;
   std::string pending_;  // bytes received after the last event; empty (no buffer) when idle
   std::string subprotocol_;
@@ -167,6 +174,13 @@ class connection {
 // Implementation
 
 namespace detail {
+
+// Sets a flag for as long as it lives.
+struct waiting_guard {
+  bool& flag;
+  explicit waiting_guard(bool& f) : flag(f) { flag = true; }
+  ~waiting_guard() { flag = false; }
+};
 
 struct serve_args {
   options opts;
@@ -196,14 +210,14 @@ struct connection::keepalive_timer {
   connection* owner;
 };
 
-inline connection::connection(http::upgraded& up, const options& o, detail::agreement a)
+inline connection::connection(http::upgraded& up, const options& o, const detail::agreement& a)
     : up_(up),
-      inflater_(a.deflate ? std::optional<inflater>(std::in_place, a.deflate->client_context_takeover) : std::nullopt),
-      deflater_(a.deflate ? std::optional<deflater>(std::in_place, a.deflate->server_max_window_bits,
-                                                    a.deflate->server_context_takeover)
-                          : std::nullopt),
-      reader_({o.max_message, inflater_ ? &*inflater_ : nullptr}),
-      subprotocol_(std::move(a.subprotocol)) {
+      compression_(a.deflate ? new compression{inflater(a.deflate->client_context_takeover),
+                                               deflater(a.deflate->server_max_window_bits,
+                                                        a.deflate->server_context_takeover)}
+                             : nullptr),
+      reader_({o.max_message, compression_ ? &compression_->in : nullptr}),
+      subprotocol_(a.subprotocol) {
   up_.set_state(http::connection_state::websocket);
   up_.on_drain([this] {
     draining_ = true;
@@ -260,75 +274,94 @@ inline void connection::end(std::uint16_t code, std::string reason) {
   end_reason_ = std::move(reason);
 }
 
+// Between messages the coroutines above read() and the wait are all an idle connection holds:
+// read() waits itself (no child frame), and what it rarely does is in helpers.
 inline asio::awaitable<message> connection::read() {
   for (;;) {
     if (ended_) throw_closed();
-    co_await send_pending();
-    const std::span<char> in = co_await receive();
+    if (owes_frame()) co_await send_pending();
+    std::span<char> in(pending_);
+    if (in.empty()) {
+      std::error_code ec;
+      try {
+        const detail::waiting_guard waiting(reader_waiting_);
+        woken_ = false;
+        co_await up_.wait_readable();
+      } catch (const std::system_error& e) {
+        ec = e.code();
+      }
+      if (!ec) in = take_input(ec);
+      if (ec == asio::error::would_block) {
+        co_await read_waiting();
+        continue;
+      }
+      if (ec) {
+        wait_failed(ec);  // throws unless wake_reader() interrupted the wait
+        continue;
+      }
+    }
     const auto [what, used] = reader_.read(in);
     keep_unread(in, used);  // before anything suspends: `in` may be the per-thread buffer
-    {
-      using event = message_reader::event;
-      switch (what) {
-        case event::need_more:
-          break;
-        case event::message:
-          // After a Close was sent, data is read only to reach the peer's Close (RFC 6455 1.4).
-          if (!close_sent_) co_return reader_.take_message();
-          reader_.take_message();
-          break;
-        case event::ping:
-          if (!close_sent_) co_await send(make_frame(opcode::pong, reader_.control_payload()));
-          break;
-        case event::pong:
-          awaiting_pong_ = false;
-          break;
-        case event::close:
-          co_await answer_peer_close();
-          break;
-        case event::error:
-          co_await fail(reader_.error_code());
-      }
+    if (what == message_reader::event::message) {
+      // After a Close was sent, data is read only to reach the peer's Close (RFC 6455 1.4).
+      if (!close_sent_) co_return reader_.take_message();
+      reader_.take_message();
+    } else if (what != message_reader::event::need_more) {
+      co_await answer(what);
     }
   }
 }
 
-// The next bytes: those left from before, else what the socket has. Empty when woken.
-inline asio::awaitable<std::span<char>> connection::receive() {
-  if (!pending_.empty()) co_return std::span<char>(pending_);
-  struct waiting {
-    connection& c;
-    explicit waiting(connection& c) : c(c) { c.reader_waiting_ = true; }
-    ~waiting() { c.reader_waiting_ = false; }
-  };
+// What the socket has, into the per-thread buffer.
+inline std::span<char> connection::take_input(std::error_code& ec) {
+  const std::span<char> scratch = detail::read_scratch();
+  const std::size_t n = up_.try_read_some(asio::buffer(scratch.data(), scratch.size()), ec);
+  return scratch.first(ec ? 0 : n);
+}
+
+// TLS (or a spurious wake-up): a read that waits, into a buffer of this connection's.
+inline asio::awaitable<void> connection::read_waiting() {
+  std::string chunk(4096, '\0');
   std::error_code ec;
-  woken_ = false;
   try {
-    waiting w(*this);
-    co_await up_.wait_readable();
-    const std::span<char> scratch = detail::read_scratch();
-    const std::size_t n = up_.try_read_some(asio::buffer(scratch.data(), scratch.size()), ec);
-    if (!ec) co_return scratch.first(n);
-    if (ec == asio::error::would_block) {
-      // TLS (or a spurious wake-up): a read that waits, into a buffer of this connection's.
-      std::string chunk(4096, '\0');
-      chunk.resize(co_await up_.read_some(asio::buffer(chunk)));
-      pending_ = std::move(chunk);
-      co_return std::span<char>(pending_);
-    }
+    const detail::waiting_guard waiting(reader_waiting_);
+    chunk.resize(co_await up_.read_some(asio::buffer(chunk)));
   } catch (const std::system_error& e) {
     ec = e.code();
   }
+  if (ec) wait_failed(ec);
+  else pending_ = std::move(chunk);
+}
+
+// Waiting for input failed: the connection is over, or wake_reader() interrupted the wait.
+inline void connection::wait_failed(std::error_code ec) {
   if (peer_gone_) {
     end(close_code::abnormal, "no pong to a keep-alive ping");
     throw_closed();
   }
-  if (ec == asio::error::operation_aborted && std::exchange(woken_, false)) co_return std::span<char>{};
+  if (ec == asio::error::operation_aborted && std::exchange(woken_, false)) return;
   if (detail::is_end_of_stream(ec)) {
     end(close_code::abnormal, "the connection ended without a Close");
     throw_closed();
   }
   throw std::system_error(ec);
+}
+
+// A control frame or an error: what read() owes the peer for it.
+inline asio::awaitable<void> connection::answer(message_reader::event what) {
+  switch (what) {
+    case message_reader::event::ping:
+      if (!close_sent_) co_await send(make_frame(opcode::pong, reader_.control_payload()));
+      break;
+    case message_reader::event::pong:
+      awaiting_pong_ = false;
+      break;
+    case message_reader::event::close:
+      co_await answer_peer_close();
+      break;
+    default:
+      co_await fail(reader_.error_code());
+  }
 }
 
 // Keeps the bytes of `in` after `used` for the next read(); `in` is pending_ or the scratch buffer.
@@ -344,11 +377,11 @@ inline void connection::keep_unread(std::span<char> in, std::size_t used) {
 inline asio::awaitable<void> connection::write(std::string_view data, message_kind kind) {
   if (ended_ || close_sent_) throw closed(ended_ ? end_code_ : close_code::normal, "a Close was sent");
   const opcode op = kind == message_kind::text ? opcode::text : opcode::binary;
-  if (!deflater_ || data.size() < 64) {
+  if (!compression_ || data.size() < 64) {
     co_await send(make_frame(op, data));
     co_return;
   }
-  std::string frame = deflater_->compress(data, max_server_header);
+  std::string frame = compression_->out.compress(data, max_server_header);
   std::array<char, max_server_header> header;
   const std::size_t n = write_frame_header(header, op, frame.size() - max_server_header, true, true);
   frame.replace(0, max_server_header, header.data(), n);

@@ -56,8 +56,8 @@ http::response accept(const http::request& req, const options& opts, handler fn)
 
 inline bool is_upgrade(const http::request& req) { return req.headers().has_token("upgrade", "websocket"); }
 
-inline asio::awaitable<void> detail::serve(serve_args args, http::upgraded& up) {
-  connection ws(up, args.opts, std::move(args.agreed));
+inline asio::awaitable<void> detail::serve(const serve_args& args, http::upgraded& up) {
+  connection ws(up, args.opts, args.agreed);
   std::exception_ptr failure;
   try {
     co_await args.fn(ws);
@@ -95,7 +95,8 @@ inline http::response accept(const http::request& req, const options& opts, hand
   res.headers.add("Sec-WebSocket-Accept", accept_key(*req.headers().get("sec-websocket-key")));
   if (!agreed.subprotocol.empty()) res.headers.add("Sec-WebSocket-Protocol", agreed.subprotocol);
   if (agreed.deflate) res.headers.add("Sec-WebSocket-Extensions", deflate_response(*agreed.deflate));
-  // Not a coroutine itself: the coroutine's frame owns a copy of everything it needs.
+  // The server keeps the response, this closure with it, until the upgrade function has
+  // returned: the coroutine refers to the closure's arguments instead of holding a copy.
   res.upgrade = [args = detail::serve_args{opts, std::move(agreed), std::move(fn)}](http::upgraded& up) {
     return detail::serve(args, up);
   };
