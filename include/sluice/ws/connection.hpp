@@ -116,6 +116,7 @@ class connection {
   asio::awaitable<void> ping(std::string_view payload = {});
   // The close handshake: sends Close (code, reason cut to 123 bytes), then reads, skipping data
   // messages, until the peer's Close or the end of the connection. Returns normally either way.
+  // It reads: call it where read() would be, not while a read() waits.
   asio::awaitable<void> close(std::uint16_t code = close_code::normal, std::string_view reason = {});
 
   // The subprotocol agreed in the handshake; empty when none.
@@ -168,7 +169,6 @@ class connection {
   bool draining_ = false;
   bool ping_due_ = false;
   bool awaiting_pong_ = false;
-  bool peer_gone_ = false;  // keep-alive: no pong in time
 };
 
 // Implementation
@@ -243,9 +243,9 @@ inline void connection::start_keepalive(std::chrono::steady_clock::duration inte
       connection* c = k->owner;
       if (ec || !c || c->ended_) return;
       if (c->awaiting_pong_) {
-        c->peer_gone_ = true;
+        c->end(close_code::abnormal, "no pong to a keep-alive ping");
         std::error_code ignored;
-        c->up_.socket().cancel(ignored);  // the connection is dead: stop its reads and writes
+        c->up_.socket().cancel(ignored);  // the peer is gone: stop the reads and writes waiting for it
         return;
       }
       c->awaiting_pong_ = c->ping_due_ = true;
@@ -335,10 +335,7 @@ inline asio::awaitable<void> connection::read_waiting() {
 
 // Waiting for input failed: the connection is over, or wake_reader() interrupted the wait.
 inline void connection::wait_failed(std::error_code ec) {
-  if (peer_gone_) {
-    end(close_code::abnormal, "no pong to a keep-alive ping");
-    throw_closed();
-  }
+  if (ended_) throw_closed();  // keep-alive gave up on the peer
   if (ec == asio::error::operation_aborted && std::exchange(woken_, false)) return;
   if (detail::is_end_of_stream(ec)) {
     end(close_code::abnormal, "the connection ended without a Close");
@@ -422,8 +419,8 @@ inline asio::awaitable<void> connection::send(std::string frame) {
     write_lock lock(*this);
     co_await up_.write(frame);
   } catch (const std::system_error& e) {
-    if (peer_gone_ || detail::is_end_of_stream(e.code())) {
-      end(close_code::abnormal, peer_gone_ ? "no pong to a keep-alive ping" : "the connection ended without a Close");
+    if (ended_ || detail::is_end_of_stream(e.code())) {
+      end(close_code::abnormal, "the connection ended without a Close");  // unless it had ended already
       throw_closed();
     }
     throw;
