@@ -15,11 +15,14 @@
 //   scope.hpp),
 //   and completes when every session has finished and every socket is closed.
 //   Nothing else on the io_context is touched.
-// - shutdown(grace): stops accepting; closes never-used and idle connections
-//   at once; lets requests being read or handled finish, their responses
-//   saying "Connection: close", each connection closing after its last
-//   response; a request already read from a connection is always answered,
-//   one not yet read never is. A half-received request keeps its header
+// - shutdown(grace): stops accepting; sends each connection one drain
+//   signal, on its executor (a connection accepted as it starts gets it at
+//   registration): closes never-used and idle connections at once; lets
+//   requests being read or handled finish, their responses saying
+//   "Connection: close", each connection closing after its last response;
+//   runs an upgraded connection's on_drain hook (see http::upgraded), or
+//   waits for one without a hook until the deadline; a request already
+//   read from a connection is always answered, one not yet read never is. A half-received request keeps its header
 //   timeout. At the deadline whatever is left gets stop_now(). Then the
 //   shutdown hooks run, within the same deadline. Completes when all is torn
 //   down, with how many connections were closed idle, completed, and forced.
@@ -79,6 +82,7 @@
 #include "sluice/http/detail/session.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
+#include "sluice/server/lifecycle.hpp"
 #include "sluice/tcp/server.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
@@ -121,7 +125,7 @@ class basic_server {
   basic_server(const basic_server&) = delete;
   basic_server& operator=(const basic_server&) = delete;
   ~basic_server() {
-    state_->core.forcing = true;
+    state_->core.lifecycle.start_forcing();
     state_->tcp->request_stop();
   }
 
@@ -140,8 +144,7 @@ class basic_server {
   asio::awaitable<shutdown_summary> stop_now() {
     auto st = state_;
     const auto before = st->core.registry.ended();
-    st->core.forcing = true;
-    co_await st->tcp->stop_now();
+    co_await force(st);
     co_return summarize(before, st->core.registry.ended());
   }
 
@@ -155,19 +158,17 @@ class basic_server {
     auto ex = co_await asio::this_coro::executor;
     const auto before = st->core.registry.ended();
     asio::steady_timer deadline(ex, limit);  // Asio saturates now + limit
-    st->core.not_ready = true;
+    st->core.lifecycle.announce_drain();
     if (auto delay = std::min(detail::saturated(st->core.options.drain_delay), limit); delay.count() > 0) {
       asio::steady_timer wait(ex, delay);
       co_await wait.async_wait(detail::use_nothrow);
     }
-    st->core.registry.start_draining();
-    st->tcp->stop_accepting_for_good();
-    st->core.registry.drain_all();
+    start_draining(*st);
     auto first = co_await (st->tcp->join() || deadline.async_wait(asio::use_awaitable));
-    if (first.index() == 1) {
-      st->core.forcing = true;
-      co_await st->tcp->stop_now();
-    }
+    if (first.index() == 1)
+      co_await force(st);
+    else
+      st->core.lifecycle.finish();
     auto summary = summarize(before, st->core.registry.ended());
     summary.hooks_cut_short = co_await run_shutdown_hooks(st, deadline);
     co_return summary;
@@ -202,7 +203,7 @@ class basic_server {
   }
   // True from the start of shutdown(), drain_delay included: what a
   // readiness probe should report.
-  bool draining() const { return state_->core.not_ready.load(std::memory_order_acquire); }
+  bool draining() const { return state_->core.lifecycle.drain_announced(); }
 
   // Receives exceptions escaping sessions (handler exceptions go to
   // server_options::on_handler_error and are answered with 500).
@@ -220,6 +221,25 @@ class basic_server {
     std::mutex hooks_mutex;
     std::vector<std::function<asio::awaitable<void>()>> hooks;
   };
+
+  // The lifecycle's transitions past drain_announced, each with what it sets
+  // off. The phase moves first: a session that meets the effect (a drain(),
+  // a cancellation) finds the phase that explains it (release in the
+  // transition, acquire in the session's load; see server/lifecycle.hpp).
+  static void start_draining(state& st) {
+    st.core.lifecycle.start_draining();
+    st.tcp->stop_accepting_for_good();
+    // The sweep takes the registry's lock after the phase moved: a connection
+    // it misses registers later under that lock, so sees draining() and
+    // drains itself (session::serve). Each connection is told once.
+    st.core.registry.drain_all();
+  }
+
+  static asio::awaitable<void> force(std::shared_ptr<state> st) {
+    st->core.lifecycle.start_forcing();
+    co_await st->tcp->stop_now();
+    st->core.lifecycle.finish();
+  }
 
   // Runs the hooks until the deadline; returns how many did not complete.
   static asio::awaitable<std::size_t> run_shutdown_hooks(std::shared_ptr<state> st, asio::steady_timer& deadline) {

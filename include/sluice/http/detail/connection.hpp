@@ -8,6 +8,7 @@
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/detail/deadlines.hpp"
 #include "sluice/http/options.hpp"
+#include "sluice/server/lifecycle.hpp"
 
 #include <asio/any_io_executor.hpp>
 #include <asio/dispatch.hpp>
@@ -46,10 +47,12 @@ inline void report_handler_error(const server_options& options, std::exception_p
 // reading them takes no lock; the list serves close_idle() and shutdown().
 class connection_registry {
  public:
-  // `options` (its on_state_change and on_handler_error) must outlive the registry.
+  // `options` (its on_state_change and on_handler_error) and `lifecycle` must outlive the registry.
   connection_registry(const asio::any_io_executor& ex, std::array<clock::duration, timeout_kinds> timeouts,
-                      const server_options& options)
-      : options_(options), deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
+                      const server_options& options, const sluice::server::lifecycle& lifecycle)
+      : options_(options),
+        lifecycle_(lifecycle),
+        deadlines_(std::make_shared<deadline_lists<connection>>(ex, timeouts)) {}
 
   bool observed() const { return static_cast<bool>(options_.on_state_change); }
 
@@ -66,13 +69,11 @@ class connection_registry {
   // Asks every idle or never-used connection to close, on its own executor.
   void close_idle();
 
-  // Once set, responses say "Connection: close" and connections close when
-  // they would otherwise go idle.
-  void start_draining() { draining_.store(true, std::memory_order_release); }
   // Gives every connection registered now connection::drain(), on its own
-  // executor. One registered later sees draining() once it is in the list.
+  // executor. Call it once the lifecycle says draining: a connection that
+  // this misses registered after it took the list, under the same mutex, so
+  // it sees the lifecycle's draining() (see session::serve).
   void drain_all();
-  bool draining() const { return draining_.load(std::memory_order_acquire); }
 
   enum class end_reason { idle_closed, completed, forced };
   struct ends {
@@ -104,9 +105,9 @@ class connection_registry {
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
   const server_options& options_;
+  const sluice::server::lifecycle& lifecycle_;
   const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
-  std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
   std::mutex mutex_;
   connection* head_ = nullptr;
@@ -164,6 +165,9 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   // idle or fresh: its peer's next request, if any, was never read.
   bool close_requested() const { return close_requested_; }
 
+  // True once drain() reached this connection.
+  bool drain_signalled() const { return drained_; }
+
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
   void refuse() { refused_ = true; }
@@ -177,7 +181,8 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
 
   // The server started draining: the upgrade's drain hook runs if it set
   // one, else an idle or never-used connection closes (a busy one says
-  // "Connection: close" when it answers). Once per connection.
+  // "Connection: close" when it answers, and closes when it would go idle:
+  // drain_signalled()). Once per connection.
   void drain() {
     if (std::exchange(drained_, true)) return;
     if (drain_hook_ && *drain_hook_)
@@ -192,7 +197,7 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   // drain began runs at once, posted: not inside the caller.
   void set_drain_hook(std::function<void()>* hook) {
     drain_hook_ = hook;
-    if (!drain_hook_ || !*drain_hook_ || !(drained_ || registry_.draining())) return;
+    if (!drain_hook_ || !*drain_hook_ || !(drained_ || registry_.lifecycle_.draining())) return;
     asio::post(executor(), [weak = weak_from_this()] {
       if (auto c = weak.lock()) c->run_drain_hook();
     });

@@ -13,6 +13,7 @@
 #include "sluice/http/parser.hpp"
 #include "sluice/http/serialize.hpp"
 #include "sluice/scope.hpp"
+#include "sluice/server/lifecycle.hpp"
 
 #include <asio/bind_allocator.hpp>
 #include <asio/buffer.hpp>
@@ -56,14 +57,12 @@ inline std::array<clock::duration, timeout_kinds> timeouts(const server_options&
 // What the server shares with every session. One pointer in each session.
 struct server_core {
   server_core(const asio::any_io_executor& ex, server_options o, handler_function h)
-      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options) {}
+      : options(std::move(o)), handler(std::move(h)), registry(ex, timeouts(options), options, lifecycle) {}
   const server_options options;
   const handler_function handler;
+  // Changed by basic_server alone; read by every session.
+  sluice::server::lifecycle lifecycle;
   connection_registry registry;
-  // True from the start of shutdown(), drain_delay included.
-  std::atomic<bool> not_ready{false};
-  // True once stop_now() or the shutdown deadline cancelled the sessions.
-  std::atomic<bool> forcing{false};
   // Request bodies a handler left unread that proved malformed or too large
   // while being discarded after the response (see basic_server).
   std::atomic<std::uint64_t> unread_bodies_rejected{0};
@@ -157,9 +156,10 @@ class session final : body_source, body_sink {
       }
     } registered(s);
 
-    // A connection accepted after shutdown() looked at the others is as
-    // never-used as they were: it closes before any handshake.
-    if (core.registry.draining()) co_return s.conn_->close_if_idle();
+    // A connection registered after the drain sweep took its list (the race
+    // of golang/go#81153) is told now: never used, it closes before any
+    // handshake.
+    if (core.lifecycle.draining()) co_return s.conn_->drain();
     s.conn_->set_deadline(timeout_kind::handshake);
     if (co_await transport.handshake(s.stream_)) co_return;
     s.conn_->set_deadline(timeout_kind::header);
@@ -167,12 +167,12 @@ class session final : body_source, body_sink {
     for (bool first = true;; first = false) {
       if (s.buffer_.empty()) {
         // Wait for the next request holding no buffer where the transport
-        // allows it. The state is set before draining is checked, on this
-        // strand: a close_idle() that ran before saw a busy connection, one
-        // that runs after sees an idle one.
+        // allows it. The state is set before the drain signal is checked, on
+        // this strand: a drain() that ran before saw a busy connection and
+        // left the signal, one that runs after sees an idle one and closes it.
         s.buffer_.release();
         s.conn_->set_state(first ? connection_state::fresh : connection_state::idle);
-        if (core.registry.draining()) co_return s.conn_->close_if_idle();
+        if (s.conn_->drain_signalled()) co_return s.conn_->close_if_idle();
         if (!first) s.conn_->set_deadline(timeout_kind::idle);
         if constexpr (Transport::readiness_wait) {
           // Inline rather than a coroutine of its own: an idle connection
@@ -212,7 +212,7 @@ class session final : body_source, body_sink {
     if (conn_->close_requested()) return r::idle_closed;
     // Its last response was out: whatever cut the lingering short, it completed.
     if (conn_->state() == connection_state::closing) return r::completed;
-    return core_.forcing.load() ? r::forced : r::completed;
+    return core_.lifecycle.forcing() ? r::forced : r::completed;
   }
 
   bool interrupted() const { return conn_->close_requested() || conn_->timed_out() != timeout_kind::none; }
@@ -338,7 +338,7 @@ class session final : body_source, body_sink {
     // too (past the limit, with the 503 above), never dropped after a
     // "Connection: close", which must be the last response (RFC 9112 9.6).
     const bool next_read = body_done_ && !buffer_.empty();
-    if ((core_.registry.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
+    if ((core_.lifecycle.draining() || (limit() && served_ >= limit())) && !next_read) keep = false;
 
     if (!co_await write_response(head, res, keep, upgrading)) co_return next::abort;
     if (upgrading) {
@@ -446,7 +446,7 @@ class session final : body_source, body_sink {
         if (conn_->timed_out() == timeout_kind::body) co_return error_response(408, "the request body stalled");
         co_return std::nullopt;
       }
-      if (code == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (code == asio::error::operation_aborted && core_.lifecycle.forcing()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -497,7 +497,7 @@ class session final : body_source, body_sink {
       co_await res.stream(writer);
     } catch (const std::system_error& e) {
       if (io_failed_) co_return false;
-      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && core_.lifecycle.forcing()) throw;  // this session is being stopped
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -558,14 +558,14 @@ class session final : body_source, body_sink {
       if (!got) {
         if (conn_->timed_out() == timeout_kind::body) fail_io(asio::error::timed_out, "sluice: request body timeout");
         // Lets the handler tell a stopping server from a peer that left.
-        if (core_.forcing.load()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
+        if (core_.lifecycle.forcing()) fail_io(asio::error::operation_aborted, "sluice: the server is stopping");
         fail_io(asio::error::connection_aborted, "sluice: connection ended inside the request body");
       }
     }
   }
 
   bool body_done() const override { return body_done_; }
-  bool server_draining() const override { return core_.not_ready.load(std::memory_order_acquire); }
+  bool server_draining() const override { return core_.lifecycle.drain_announced(); }
 
   void consume_pending() {
     buffer_.consume(pending_);
@@ -634,7 +634,7 @@ class session final : body_source, body_sink {
     try {
       co_await res.upgrade(taken);
     } catch (const std::system_error& e) {
-      if (e.code() == asio::error::operation_aborted && core_.forcing.load()) throw;  // this session is being stopped
+      if (e.code() == asio::error::operation_aborted && core_.lifecycle.forcing()) throw;  // this session is being stopped
       // The peer leaving is how an upgraded connection normally ends.
       if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
     } catch (...) {
