@@ -2,7 +2,7 @@
 """Side-by-side benchmark of sluice's hello_server and its peers (Node http, Go net/http, nginx).
 
     python3 benchmarks/run.py --loadgen BUILD/benchmarks/loadgen \
-        [--sluice-server BUILD/examples/hello_server] [--out-dir benchmarks/results] [--quick]
+        [--sluice-server BUILD/benchmarks/hello_server] [--out-dir benchmarks/results] [--quick]
 
 Measures stop latency (SIGINT with N idle keep-alive connections), graceful drain (SIGTERM),
 throughput and connection churn (wrk) and memory per idle connection. Servers are pinned to
