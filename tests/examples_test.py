@@ -11,37 +11,19 @@ finished with "Connection: close" (completed 1), and one that outlasts the grace
 Waits on lines and responses, never on sleeps; every wait has a generous bound.
 """
 import http.client
-import json
 import os
-import select
 import signal
-import subprocess
 import sys
 import threading
 
-WAIT_S = 60  # generous: loaded machine, sanitizer builds
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
+from example_process import WAIT_S, Example  # noqa: E402
 
 
-class Example:
+class HttpExample(Example):
     def __init__(self, path, *args):
-        self.proc = subprocess.Popen([path, "--port", "0", *args], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
-        self.buf = b""
+        super().__init__(path, *args)
         self.open_connections = []
-        line = self.line()
-        assert line.startswith("listening on 127.0.0.1:"), f"{path}: first line {line!r}"
-        self.port = int(line.rsplit(":", 1)[1])
-
-    def line(self):
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buf:
-            ready, _, _ = select.select([fd], [], [], WAIT_S)
-            assert ready, f"no line within {WAIT_S} s"
-            chunk = os.read(fd, 4096)
-            assert chunk, f"output ended before a full line (got {self.buf!r})"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode()
 
     def get(self, path):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=WAIT_S)
@@ -50,19 +32,10 @@ class Example:
         self.open_connections.append(conn)  # kept open: idle when the signal comes
         return r.status, r.getheader("Connection"), r.read().decode()
 
-    def stop(self, sig, mode):
-        """Sends sig; returns the stopped line once the process exited 0."""
-        self.proc.send_signal(sig)
-        stopped = json.loads(self.line())
-        assert stopped["event"] == "stopped" and stopped["mode"] == mode, stopped
-        assert stopped["signal"] == sig, stopped
-        assert self.proc.wait(timeout=WAIT_S) == 0
-        return stopped
-
 
 def index_page(path):
     """Every example answers GET / (http_hello with its greeting, websocket_echo with its page)."""
-    ex = Example(path)
+    ex = HttpExample(path)
     status, _, body = ex.get("/")
     assert status in (200, 404), status
     return ex, status, body
@@ -83,7 +56,7 @@ def check_common(name, path):
 
 def check_graceful_shutdown(path):
     # A request in progress at SIGTERM is finished, and told the connection closes.
-    ex = Example(path, "--work-ms", "300", "--grace-ms", "30000")
+    ex = HttpExample(path, "--work-ms", "300", "--grace-ms", "30000")
     result = {}
     client = threading.Thread(target=lambda: result.update(r=ex.get("/work")))
     client.start()
@@ -95,7 +68,7 @@ def check_graceful_shutdown(path):
     print(f"graceful_shutdown: finished in the grace -> {stopped}")
 
     # One that outlasts the grace is cut at the deadline (no response).
-    ex = Example(path, "--work-ms", "600000", "--grace-ms", "100")
+    ex = HttpExample(path, "--work-ms", "600000", "--grace-ms", "100")
     failed = threading.Event()
 
     def expect_cut():

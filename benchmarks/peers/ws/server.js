@@ -33,7 +33,7 @@ function finishWhenEmpty(mode) {
   const done = () => {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     const line = JSON.stringify({ event: 'stopped', mode, ms: Math.round(ms * 1000) / 1000,
-      idle_closed: 0, completed, forced });
+      idle_closed: 0, completed, forced, signal: mode === 'graceful' ? 15 : 2 });
     process.stdout.write(line + '\n', () => process.exit(0));
   };
   const check = () => { if (wss.clients.size === 0) { server.close(); done(); } };
