@@ -3,8 +3,8 @@
 
     python_websockets.py PATH/websocket_echo
 
-Echoes "hello" (offering permessage-deflate, as the library does by default), then SIGTERM:
-the client must see Close 1001. Skipped (77) without the websockets module.
+Echoes text and binary messages over permessage-deflate (the library offers it, the example
+accepts it), then SIGTERM: the client must see Close 1001. Skipped (77) without the websockets module.
 """
 import asyncio
 import signal
@@ -19,8 +19,12 @@ except ImportError:
 
 async def scenario(server):
     async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=WAIT_S) as ws:
+        # The example accepts permessage-deflate; this client offers it: both directions compressed.
+        assert [type(e).__name__ for e in ws.extensions] == ["PerMessageDeflate"], ws.extensions
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), WAIT_S) == "hello"
+        await ws.send("echo " * 2000)
+        assert await asyncio.wait_for(ws.recv(), WAIT_S) == "echo " * 2000
         await ws.send(b"\x00binary\xff")
         assert await asyncio.wait_for(ws.recv(), WAIT_S) == b"\x00binary\xff"
         server.proc.send_signal(signal.SIGTERM)
