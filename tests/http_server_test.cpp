@@ -713,6 +713,64 @@ TEST_CASE("connection states are counted at each step, and on_state_change repor
   });
 }
 
+TEST_CASE("an upgraded connection: set_state(websocket) is counted; wait_readable and try_read_some read leftover bytes first") {
+  asio::io_context io;
+  state_log log(io);
+  std::error_code ended;
+  auto options = long_timeouts();
+  log.attach(options);
+  // Echoes without holding a buffer between reads: wait_readable(), then try_read_some() until
+  // would_block, through a small buffer so that the leftover bytes take several reads.
+  auto upgrade = [&ended](http::upgraded& u) -> awaitable<void> {
+    u.set_state(cs::websocket);
+    char buf[3];
+    for (;;) {
+      co_await u.wait_readable();
+      for (;;) {
+        std::error_code ec;
+        const std::size_t n = u.try_read_some(asio::buffer(buf), ec);
+        if (ec == asio::error::would_block) break;
+        if (ec) {
+          ended = ec;
+          co_return;
+        }
+        co_await u.write(std::string_view(buf, n));
+      }
+    }
+  };
+  auto handler = [&upgrade](http::request&) -> awaitable<http::response> {
+    http::response res;
+    res.status = 101;
+    res.headers.add("Upgrade", "echo");
+    res.headers.add("Connection", "Upgrade");
+    res.upgrade = upgrade;
+    co_return res;
+  };
+  http::server srv(io.get_executor(), handler, options);
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await http_client::connect(ep);
+    co_await c.send(upgrade_request("/upgrade") + "leftover");
+    CHECK((co_await c.read_response()).status == 101);
+    CHECK(co_await c.read_exact(8) == "leftover");
+    auto counts = srv.connections();
+    CHECK(counts[cs::websocket] == 1);
+    CHECK(counts[cs::upgraded] == 0);
+    CHECK(counts.total() == 1);
+    co_await c.send("from the socket");
+    CHECK(co_await c.read_exact(15) == "from the socket");
+    c.socket().shutdown(tcp::socket::shutdown_send);
+    co_await check_closed_silently(c);
+    co_await log.until_closed(c.local_endpoint());
+    CHECK(ended == asio::error::eof);
+    CHECK(srv.connections().total() == 0);
+    CHECK(log.history(c.local_endpoint()) ==
+          "new>reading reading>active active>upgraded upgraded>websocket closed@websocket");
+    CHECK(http::to_string(cs::websocket) == "websocket");
+  });
+}
+
 TEST_CASE("close_idle() closes idle and never-used connections only") {
   asio::io_context io;
   state_log log(io);

@@ -13,6 +13,7 @@
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -355,6 +356,113 @@ TEST_CASE("shutdown cancels an upgraded connection at its deadline") {
     CHECK(shutdown.took() >= 250ms);
     CHECK(echo_end == asio::error::operation_aborted);
     co_await check_closed_silently(c);
+  });
+}
+
+namespace {
+
+// True when the caller runs on `ex`, the strand of a connection.
+bool running_on(const asio::any_io_executor& ex) {
+  auto* strand = ex.target<asio::strand<asio::any_io_executor>>();
+  return strand && strand->running_in_this_thread();
+}
+
+struct drain_record {
+  int calls = 0;           // of the hook in force
+  int replaced_calls = 0;  // of a hook replaced before the drain: must stay 0
+  bool on_executor = true;
+};
+
+// 101 to the echo protocol, which stops on the server's drain signal: the on_drain hook cancels
+// the pending read, and the upgrade function says "bye" and ends, as a WebSocket sends its Close.
+http::response goodbye_on_drain(drain_record& rec) {
+  http::response res;
+  res.status = 101;
+  res.headers.add("Upgrade", "echo");
+  res.headers.add("Connection", "Upgrade");
+  res.upgrade = [&rec](http::upgraded& u) -> awaitable<void> {
+    u.on_drain([&rec] { ++rec.replaced_calls; });
+    bool draining = false;
+    auto ex = u.get_executor();
+    u.on_drain([&rec, &u, &draining, ex] {
+      ++rec.calls;
+      rec.on_executor = rec.on_executor && running_on(ex);
+      draining = true;
+      std::error_code ignored;
+      u.socket().cancel(ignored);
+    });
+    std::vector<char> buf(4096);
+    while (!draining) {
+      std::size_t n = 0;
+      try {
+        n = co_await u.read_some(asio::buffer(buf));
+      } catch (const std::system_error& e) {
+        if (e.code() != asio::error::operation_aborted) throw;
+        continue;
+      }
+      co_await u.write(std::string_view(buf.data(), n));
+    }
+    co_await u.write("bye");
+  };
+  return res;
+}
+
+}  // namespace
+
+TEST_CASE("shutdown signals an upgraded connection's on_drain hook once, on its executor; it then ends on its own") {
+  asio::io_context io;
+  drain_record rec;
+  auto handler = [&rec](http::request&) -> awaitable<http::response> { co_return goodbye_on_drain(rec); };
+  http::server srv(io.get_executor(), handler, long_timeouts());
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await upgraded_client(ep);
+    CHECK(rec.calls == 0);
+    background_shutdown shutdown(io, srv, 10s);
+    CHECK(co_await c.read_exact(3) == "bye");
+    co_await check_closed_silently(c);
+    auto summary = co_await shutdown.wait();
+    CHECK(summary.completed == 1);
+    CHECK(summary.forced == 0);
+    CHECK(rec.calls == 1);
+    CHECK(rec.replaced_calls == 0);
+    CHECK(rec.on_executor);
+  });
+}
+
+TEST_CASE("an on_drain hook set after shutdown began runs at once") {
+  asio::io_context io;
+  drain_record rec;
+  gate g(io);
+  auto handler = [&rec, &g](http::request& req) -> awaitable<http::response> {
+    if (req.target() != "/gate") co_return http::response::text(200, "ok\n");
+    co_await g.pass();
+    co_return goodbye_on_drain(rec);
+  };
+  http::server srv(io.get_executor(), handler, long_timeouts());
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto idle = co_await idle_client(ep);
+    auto c = co_await http_client::connect(ep);
+    co_await c.send(upgrade_request("/gate"));
+    co_await g.until_entered();
+    background_shutdown shutdown(io, srv, 10s);
+    // The idle connection's close shows that the drain reached every connection: this one was
+    // in its handler then, and upgrades only now.
+    co_await check_closed_silently(idle);
+    g.open();
+    CHECK((co_await c.read_response()).status == 101);
+    CHECK(co_await c.read_exact(3) == "bye");
+    co_await check_closed_silently(c);
+    auto summary = co_await shutdown.wait();
+    CHECK(summary.idle_closed == 1);
+    CHECK(summary.completed == 1);
+    CHECK(summary.forced == 0);
+    CHECK(rec.calls == 1);
+    CHECK(rec.replaced_calls == 0);
+    CHECK(rec.on_executor);
   });
 }
 

@@ -1,46 +1,14 @@
-// sluice/http/connection_state.hpp: the states an HTTP connection goes
-// through, and live counts of connections by state.
-//
-// fresh     accepted, no byte of a request yet (TLS: during the handshake too)
-// reading   part of a request has arrived; its head or body is being read
-// active    a handler runs, or its response is being written
-// idle      between requests on a keep-alive connection
-// upgraded  handed over to a handler (Upgrade, CONNECT)
-// closing   the last response is out; the sending side is shut and the
-//           server drains what the peer still sends (lingering close)
-//
-// Thread safety: state_counts is a plain snapshot.
+// sluice/http/connection_state.hpp: the HTTP server's names for the
+// protocol-neutral connection states of server/connection_state.hpp.
 #pragma once
 
-#include <array>
-#include <cstddef>
-#include <cstdint>
-#include <string_view>
+#include "sluice/server/connection_state.hpp"
 
 namespace sluice::http {
 
-enum class connection_state : unsigned char { fresh, reading, active, idle, upgraded, closing };
-
-inline constexpr std::size_t connection_state_count = 6;
-
-constexpr std::string_view to_string(connection_state s) {
-  constexpr std::array<std::string_view, connection_state_count> names{"new",  "reading",  "active",
-                                                                       "idle", "upgraded", "closing"};
-  return names[static_cast<std::size_t>(s)];
-}
-
-struct state_counts {
-  std::array<std::size_t, connection_state_count> by_state{};
-  // Connections answered 503 at the connection limit since the server
-  // started (server_options::answer_503_at_limit); not part of total().
-  std::uint64_t refused = 0;
-
-  std::size_t operator[](connection_state s) const { return by_state[static_cast<std::size_t>(s)]; }
-  std::size_t total() const {
-    std::size_t n = 0;
-    for (auto c : by_state) n += c;
-    return n;
-  }
-};
+using ::sluice::server::connection_state;
+using ::sluice::server::connection_state_count;
+using ::sluice::server::state_counts;
+using ::sluice::server::to_string;
 
 }  // namespace sluice::http

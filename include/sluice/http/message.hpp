@@ -26,9 +26,11 @@
 #pragma once
 
 #include "sluice/config.hpp"
+#include "sluice/http/connection_state.hpp"
 #include "sluice/http/fields.hpp"
 #include "sluice/http/parser.hpp"
 
+#include <asio/any_io_executor.hpp>
 #include <asio/buffer.hpp>
 #include <asio/ip/tcp.hpp>
 
@@ -38,6 +40,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 
 namespace sluice::http {
@@ -60,12 +63,18 @@ struct body_sink {
   ~body_sink() = default;
 };
 
-// A stream with its type erased, for connections handed over by upgrade.
-struct byte_stream {
-  virtual ~byte_stream() = default;
+// A connection handed over by upgrade, its stream's type erased: what
+// http::upgraded needs of the session (each member is documented there).
+struct upgraded_connection {
+  virtual ~upgraded_connection() = default;
   virtual asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer) = 0;
   virtual asio::awaitable<void> write(asio::const_buffer data) = 0;
   virtual asio::ip::tcp::socket& socket() = 0;
+  virtual asio::awaitable<void> wait_readable() = 0;
+  virtual std::size_t try_read_some(asio::mutable_buffer buffer, std::error_code& ec) = 0;
+  virtual void on_drain(std::function<void()> fn) = 0;
+  virtual void set_state(connection_state s) = 0;
+  virtual asio::any_io_executor get_executor() = 0;
 };
 
 }  // namespace detail
@@ -151,31 +160,69 @@ class body_writer {
   detail::body_sink& sink_;
 };
 
-// A connection taken over by a handler: the raw stream (TCP or TLS) and the
-// bytes the server had already read past the request.
+// A connection taken over by a handler: the raw stream (TCP or TLS), the
+// bytes the server had already read past the request, and the hooks through
+// which the new protocol stays part of the server: its state in
+// connections(), its drain signal, its executor. Use it on that executor
+// (the upgrade function runs there) and only while the upgrade function runs.
 class upgraded {
  public:
-  upgraded(std::unique_ptr<detail::byte_stream> stream, std::string leftover)
-      : stream_(std::move(stream)), leftover_(std::move(leftover)) {}
+  upgraded(std::unique_ptr<detail::upgraded_connection> conn, std::string leftover)
+      : conn_(std::move(conn)), leftover_(std::move(leftover)) {}
 
   // Reads what is available: first the bytes read before the hand-over.
   // Throws std::system_error (asio::error::eof at the end).
   asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer) {
-    if (!leftover_.empty()) {
-      std::size_t n = asio::buffer_copy(buffer, asio::buffer(leftover_));
-      leftover_.erase(0, n);
-      co_return n;
-    }
-    co_return co_await stream_->read_some(buffer);
+    if (!leftover_.empty()) co_return take_leftover(buffer);
+    co_return co_await conn_->read_some(buffer);
   }
 
-  asio::awaitable<void> write(std::string_view data) { return stream_->write(asio::buffer(data)); }
+  asio::awaitable<void> write(std::string_view data) { return conn_->write(asio::buffer(data)); }
+
+  // Waits until input is there, holding no buffer where the transport allows
+  // (plain TCP; the wait is allocated to its exact size like the server's
+  // idle wait). Over TLS it completes at once. Completes at once when bytes
+  // read before the hand-over are left. Throws std::system_error.
+  asio::awaitable<void> wait_readable() {
+    if (!leftover_.empty()) co_return;
+    co_await conn_->wait_readable();
+  }
+
+  // Reads what is there without waiting (leftover bytes first); sets ec to
+  // asio::error::would_block when there is nothing (always so over TLS: then
+  // use read_some), asio::error::eof at the end.
+  std::size_t try_read_some(asio::mutable_buffer buffer, std::error_code& ec) {
+    ec.clear();
+    if (!leftover_.empty()) return take_leftover(buffer);
+    return conn_->try_read_some(buffer, ec);
+  }
+
+  // `fn` runs once, on the connection's executor, when the server starts
+  // draining (shutdown()); if it already has, `fn` is posted at once. A later
+  // call replaces an earlier fn. fn must not throw (what it throws goes to
+  // server_options::on_handler_error). It is dropped when the upgrade
+  // function returns. Without one, shutdown() waits for the connection until
+  // its deadline, then cancels it.
+  void on_drain(std::function<void()> fn) { conn_->on_drain(std::move(fn)); }
+
+  // Counts the connection under `s` in connections() from now on and tells
+  // on_state_change.
+  void set_state(connection_state s) { conn_->set_state(s); }
+
+  // The executor the connection runs on (its strand).
+  asio::any_io_executor get_executor() { return conn_->get_executor(); }
 
   // The TCP socket beneath, for socket options and endpoints.
-  asio::ip::tcp::socket& socket() { return stream_->socket(); }
+  asio::ip::tcp::socket& socket() { return conn_->socket(); }
 
  private:
-  std::unique_ptr<detail::byte_stream> stream_;
+  std::size_t take_leftover(asio::mutable_buffer buffer) {
+    std::size_t n = asio::buffer_copy(buffer, asio::buffer(leftover_));
+    leftover_.erase(0, n);
+    return n;
+  }
+
+  std::unique_ptr<detail::upgraded_connection> conn_;
   std::string leftover_;
 };
 

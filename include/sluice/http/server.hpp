@@ -162,7 +162,7 @@ class basic_server {
     }
     st->core.registry.start_draining();
     st->tcp->stop_accepting_for_good();
-    st->core.registry.close_idle();
+    st->core.registry.drain_all();
     auto first = co_await (st->tcp->join() || deadline.async_wait(asio::use_awaitable));
     if (first.index() == 1) {
       st->core.forcing = true;

@@ -11,6 +11,7 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/post.hpp>
 #include <asio/ip/tcp.hpp>
 
 #include <array>
@@ -68,6 +69,9 @@ class connection_registry {
   // Once set, responses say "Connection: close" and connections close when
   // they would otherwise go idle.
   void start_draining() { draining_.store(true, std::memory_order_release); }
+  // Gives every connection registered now connection::drain(), on its own
+  // executor. One registered later sees draining() once it is in the list.
+  void drain_all();
   bool draining() const { return draining_.load(std::memory_order_acquire); }
 
   enum class end_reason { idle_closed, completed, forced };
@@ -93,6 +97,9 @@ class connection_registry {
     by_state_[static_cast<std::size_t>(from)].fetch_sub(1, std::memory_order_relaxed);
     by_state_[static_cast<std::size_t>(to)].fetch_add(1, std::memory_order_relaxed);
   }
+  template <typename F>
+  void for_each_connection(F f);
+
   void count_in(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed); }
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
@@ -168,6 +175,29 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
     close_socket();
   }
 
+  // The server started draining: the upgrade's drain hook runs if it set
+  // one, else an idle or never-used connection closes (a busy one says
+  // "Connection: close" when it answers). Once per connection.
+  void drain() {
+    if (std::exchange(drained_, true)) return;
+    if (drain_hook_ && *drain_hook_)
+      run_drain_hook();
+    else
+      close_if_idle();
+  }
+
+  // What an upgraded connection does when the server drains (see
+  // http::upgraded::on_drain), kept by the upgrade, which passes null when
+  // it ends: an idle connection pays one pointer for it. A hook set after the
+  // drain began runs at once, posted: not inside the caller.
+  void set_drain_hook(std::function<void()>* hook) {
+    drain_hook_ = hook;
+    if (!drain_hook_ || !*drain_hook_ || !(drained_ || registry_.draining())) return;
+    asio::post(executor(), [weak = weak_from_this()] {
+      if (auto c = weak.lock()) c->run_drain_hook();
+    });
+  }
+
   // From the deadline lists, on this connection's executor. A write that
   // timed out leaves nothing worth saying: close. Anything else the session
   // may still answer (408 to a stalled body), so it is interrupted and keeps
@@ -193,6 +223,18 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
     }
   }
 
+  // A hook runs once: a drain and a post racing to run it find it taken.
+  void run_drain_hook() noexcept {
+    drained_ = true;
+    if (!drain_hook_ || !*drain_hook_) return;
+    auto fn = std::exchange(*drain_hook_, nullptr);
+    try {
+      fn();
+    } catch (...) {
+      report_handler_error(registry_.options_, std::current_exception());
+    }
+  }
+
   // Closing rather than cancelling: a cancel reaches only the operation
   // pending now, and is lost if it lands between two steps of a composed one
   // (a TLS write); on a closed socket every later operation fails at once.
@@ -207,8 +249,10 @@ class connection : public deadline_hook, public std::enable_shared_from_this<con
   interrupt_function interrupt_ = nullptr;
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
+  std::function<void()>* drain_hook_ = nullptr;
   bool close_requested_ = false;
   bool refused_ = false;
+  bool drained_ = false;
   // The registry's list, guarded by its mutex.
   friend class connection_registry;
   connection* prev_ = nullptr;
@@ -230,19 +274,29 @@ inline void connection_registry::remove(connection& c) {
   c.prev_ = c.next_ = nullptr;
 }
 
-inline void connection_registry::close_idle() {
-  // Only weak references leave the lock: a connection is touched on its own
-  // executor alone, and only if its session still runs.
+// Calls f(connection&) for every registered connection, on its own executor.
+// Only weak references leave the lock: a connection is touched on its own
+// executor alone, and only if its session still runs.
+template <typename F>
+void connection_registry::for_each_connection(F f) {
   std::vector<std::pair<std::weak_ptr<connection>, asio::any_io_executor>> all;
   {
     std::lock_guard lock(mutex_);
     for (connection* c = head_; c; c = c->next_) all.emplace_back(c->weak_from_this(), c->executor());
   }
   for (auto& [weak, ex] : all) {
-    asio::dispatch(ex, [weak = std::move(weak)] {
-      if (auto c = weak.lock()) c->close_if_idle();
+    asio::dispatch(ex, [weak = std::move(weak), f] {
+      if (auto c = weak.lock()) f(*c);
     });
   }
+}
+
+inline void connection_registry::close_idle() {
+  for_each_connection([](connection& c) { c.close_if_idle(); });
+}
+
+inline void connection_registry::drain_all() {
+  for_each_connection([](connection& c) { c.drain(); });
 }
 
 }  // namespace sluice::http::detail

@@ -591,10 +591,13 @@ class session final : body_source, body_sink {
     }
   }
 
-  // Hands the stream and the bytes read past the head to the upgrade function.
+  // Hands the stream, the bytes read past the head and the connection's
+  // hooks to the upgrade function.
   asio::awaitable<void> hand_over(response& res) {
-    struct stream_ref final : byte_stream {
-      explicit stream_ref(stream_type& s) : s(s) {}
+    struct stream_ref final : upgraded_connection {
+      stream_ref(stream_type& s, connection& c) : s(s), c(c) {}
+      // The upgrade function has returned: nothing its hook refers to is left.
+      ~stream_ref() override { c.set_drain_hook(nullptr); }
       asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
         co_return co_await s.async_read_some(b, asio::use_awaitable);
       }
@@ -602,13 +605,31 @@ class session final : body_source, body_sink {
         co_await asio::async_write(s, b, asio::use_awaitable);
       }
       asio::ip::tcp::socket& socket() override { return Transport::socket(s); }
+      asio::awaitable<void> wait_readable() override {
+        if constexpr (Transport::readiness_wait) {
+          auto wait = sluice::detail::in_exact_frame([this] { return Transport::async_wait_readable(s, pending_long()); });
+          auto [ec] = co_await std::move(wait);
+          if (ec) throw std::system_error(ec, "sluice: waiting for input on an upgraded connection");
+        }
+      }
+      std::size_t try_read_some(asio::mutable_buffer b, std::error_code& ec) override {
+        return Transport::try_read_some(s, b, ec);
+      }
+      void on_drain(std::function<void()> fn) override {
+        drain_hook = std::move(fn);
+        c.set_drain_hook(&drain_hook);
+      }
+      void set_state(connection_state state) override { c.set_state(state); }
+      asio::any_io_executor get_executor() override { return c.executor(); }
       stream_type& s;
+      connection& c;
+      std::function<void()> drain_hook;
     };
     conn_->set_state(connection_state::upgraded);
     std::string leftover(buffer_.data());
     buffer_.consume(buffer_.size());
     buffer_.release();
-    upgraded taken(std::make_unique<stream_ref>(stream_), std::move(leftover));
+    upgraded taken(std::make_unique<stream_ref>(stream_, *conn_), std::move(leftover));
     std::exception_ptr failure;
     try {
       co_await res.upgrade(taken);

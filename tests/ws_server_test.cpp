@@ -1,0 +1,285 @@
+// WebSocket through sluice's HTTP server, seen from a raw client on loopback: the handshake, echo,
+// fragments and control frames, each malformed frame's close code, permessage-deflate, the close
+// handshake, keep-alive, and how shutdown(grace) and stop_now() end a WebSocket.
+#include "sluice/ws/server.hpp"
+
+#include "support/ws_client.hpp"
+
+#include <doctest/doctest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace sluice::test;
+using sluice::ws::opcode;
+namespace cc = sluice::ws::close_code;
+using cs = http::connection_state;
+
+// How the server's WebSocket function ended.
+struct ending {
+  std::optional<std::uint16_t> close_code;  // it saw ws::closed with this code
+  std::error_code error;                    // or a std::system_error
+  std::size_t ended = 0;
+};
+
+// An HTTP server whose /ws echoes every message until the WebSocket closes.
+struct echo_server {
+  asio::io_context& io;
+  ws::options options;
+  ending end;
+  event finished{io.get_executor()};
+  http::server srv;
+
+  explicit echo_server(asio::io_context& io, ws::options o = {}, http::server_options ho = long_timeouts())
+      : io(io), options(std::move(o)), srv(io.get_executor(), handler(), ho) {}
+
+  http::server::handler_type handler() {
+    return [this](http::request& req) -> awaitable<http::response> {
+      if (!ws::is_upgrade(req)) co_return http::response::text(200, "plain\n");
+      co_return ws::accept(req, options, [this](ws::connection& c) -> awaitable<void> { co_await echo(c); });
+    };
+  }
+
+  awaitable<void> echo(ws::connection& c) {
+    try {
+      for (;;) {
+        auto m = co_await c.read();
+        co_await c.write(m.data, m.kind);
+      }
+    } catch (const ws::closed& e) {
+      end.close_code = e.code();
+      ++end.ended;
+      finished.set();
+      throw;
+    } catch (const std::system_error& e) {
+      end.error = e.code();
+      ++end.ended;
+      finished.set();
+      throw;
+    }
+  }
+};
+
+std::string inflate_all(std::string_view compressed) {
+  ws::inflater in(false);
+  std::string out;
+  REQUIRE(in.inflate(compressed, out, 1 << 20) == 0);
+  REQUIRE(in.finish(out, 1 << 20) == 0);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a WebSocket echoes text and binary messages, and is counted as its own connection state") {
+  asio::io_context io;
+  echo_server s(io);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    http_response hs;
+    auto c = co_await ws_client::connect(ep, {}, &hs);
+    CHECK(hs.has_token("upgrade", "websocket"));
+    CHECK(!hs.header("sec-websocket-extensions"));
+    co_await c.send(opcode::text, "h\xC3\xA9llo");
+    auto t = co_await c.read_frame();
+    CHECK(t.op() == opcode::text);
+    CHECK(t.fin());
+    CHECK(t.payload == "h\xC3\xA9llo");
+    const std::string big(70000, '\xFE');
+    co_await c.send(opcode::binary, big);
+    auto b = co_await c.read_frame();
+    CHECK(b.op() == opcode::binary);
+    CHECK(b.payload == big);
+    CHECK(s.srv.connections()[cs::websocket] == 1);
+
+    co_await c.send(opcode::close, close_payload(4000, "done"));
+    auto close = co_await c.read_frame();
+    CHECK(close.op() == opcode::close);
+    CHECK(close.close_code() == 4000);
+    co_await check_closed_silently(c.http());
+    co_await s.finished.wait();
+    CHECK(s.end.close_code == 4000);
+  });
+}
+
+TEST_CASE("a fragmented message with a ping between its fragments: the pong first, then the whole echo") {
+  asio::io_context io;
+  echo_server s(io);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await ws_client::connect(ep);
+    co_await c.send(client_frame(static_cast<std::uint8_t>(opcode::text), "frag"));
+    co_await c.send(opcode::ping, "are you there");
+    auto pong = co_await c.read_frame();
+    CHECK(pong.op() == opcode::pong);
+    CHECK(pong.payload == "are you there");
+    co_await c.send(client_frame(static_cast<std::uint8_t>(opcode::continuation), "men"));
+    co_await c.send(client_frame(fin(opcode::continuation), "ted"));
+    auto echo = co_await c.read_frame();
+    CHECK(echo.op() == opcode::text);
+    CHECK(echo.payload == "fragmented");
+  });
+}
+
+TEST_CASE("each malformed frame on a raw socket gets its close code, then the connection closes" * doctest::test_suite("hostile")) {
+  struct malformed {
+    const char* name;
+    std::string bytes;
+    std::uint16_t code;
+    bool deflate = false;
+  };
+  // 2 MiB that deflate to less than max_message: only inflating can tell it is too big.
+  const std::string bomb = ws::deflater(15, false).compress(std::string(2 << 20, 'z'), 0);
+  REQUIRE(bomb.size() < 4096);
+  const std::vector<malformed> cases = {
+      {"unmasked", client_frame(fin(opcode::text), "hi", false), cc::protocol_error},
+      {"bad opcode", client_frame(0x80 | 3, "hi"), cc::protocol_error},
+      {"reserved bit", client_frame(0x80 | 0x20 | 1, "hi"), cc::protocol_error},
+      {"fragmented control frame", client_frame(static_cast<std::uint8_t>(opcode::ping), "p"), cc::protocol_error},
+      {"control payload over 125", client_frame(fin(opcode::ping), std::string(126, 'p')), cc::protocol_error},
+      {"continuation without a start", client_frame(fin(opcode::continuation), "x"), cc::protocol_error},
+      {"bad UTF-8", client_frame(fin(opcode::text), "ok\xC0\xAF"), cc::invalid_payload},
+      {"bad close code", client_frame(fin(opcode::close), close_payload(1005)), cc::protocol_error},
+      {"1-byte close payload", client_frame(fin(opcode::close), "\x03"), cc::protocol_error},
+      {"oversize", client_frame(fin(opcode::binary), std::string(4097, 'x')), cc::message_too_big},
+      {"zip bomb", client_frame(0x80 | 0x40 | 2, bomb), cc::message_too_big, true},
+  };
+  asio::io_context io;
+  ws::options o;
+  o.max_message = 4096;
+  o.deflate.enabled = true;
+  echo_server s(io, o);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    for (auto& m : cases) {
+      CAPTURE(m.name);
+      auto c = co_await ws_client::connect(ep, m.deflate ? "Sec-WebSocket-Extensions: permessage-deflate\r\n" : "");
+      co_await c.send(m.bytes);
+      auto close = co_await c.read_frame();
+      CHECK(close.op() == opcode::close);
+      CHECK(close.close_code() == m.code);
+      CHECK(ws::is_valid_utf8(close.payload.substr(2)));
+      auto end = co_await c.http().wait_closed();
+      CHECK(end.closed());
+      co_await s.finished.wait();
+      CHECK(s.end.close_code == m.code);
+      s.finished = event(io.get_executor());
+    }
+    CHECK(s.end.ended == cases.size());
+  });
+}
+
+TEST_CASE("the handshake is refused with the right status when it is not a WebSocket version 13 handshake") {
+  asio::io_context io;
+  echo_server s(io);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await http_client::connect(ep);
+    std::string old = upgrade_request_ws();
+    old.replace(old.find("Version: 13"), 11, "Version: 8");
+    auto r = co_await c.request(old);
+    CHECK(r.status == 426);
+    CHECK(r.header("sec-websocket-version") == "13");
+    auto d = co_await http_client::connect(ep);
+    std::string no_key = upgrade_request_ws();
+    no_key.erase(no_key.find("Sec-WebSocket-Key"), 45);
+    CHECK((co_await d.request(no_key)).status == 400);
+  });
+}
+
+TEST_CASE("permessage-deflate: compressed messages both ways when the client offers it") {
+  asio::io_context io;
+  ws::options o;
+  o.deflate.enabled = true;
+  echo_server s(io, o);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    http_response hs;
+    auto c = co_await ws_client::connect(ep, "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n", &hs);
+    CHECK(hs.header("sec-websocket-extensions") == "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    std::string text;
+    for (int i = 0; i < 400; ++i) text += "message number " + std::to_string(i % 7) + "; ";
+    ws::deflater zip(15, false);
+    for (int round = 0; round < 2; ++round) {
+      co_await c.send(client_frame(0x80 | 0x40 | 1, zip.compress(text, 0)));
+      auto echo = co_await c.read_frame();
+      CHECK(echo.op() == opcode::text);
+      CHECK(echo.compressed());
+      CHECK(echo.payload.size() < text.size() / 4);
+      CHECK(inflate_all(echo.payload) == text);
+    }
+    co_await c.send(opcode::text, "short");  // uncompressed both ways
+    auto small = co_await c.read_frame();
+    CHECK(!small.compressed());
+    CHECK(small.payload == "short");
+  });
+}
+
+TEST_CASE("shutdown(grace) sends Close 1001 at once and returns as soon as the client answers it") {
+  asio::io_context io;
+  echo_server s(io);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await ws_client::connect(ep);
+    co_await c.send(opcode::text, "before");
+    CHECK((co_await c.read_frame()).payload == "before");
+    background_shutdown bg(io, s.srv, std::chrono::seconds(30));
+    auto close = co_await c.read_frame();
+    CHECK(close.op() == opcode::close);
+    CHECK(close.close_code() == cc::going_away);
+    CHECK(!bg.done());  // it waits for the client's Close
+    co_await c.send(opcode::text, "late");  // data after the server's Close is skipped
+    co_await c.send(opcode::close, close_payload(cc::going_away));
+    auto summary = co_await bg.wait();
+    CHECK(summary.forced == 0);
+    CHECK(bg.took() < std::chrono::seconds(10));
+    co_await check_closed_silently(c.http());
+    CHECK(s.end.close_code == cc::going_away);
+  });
+}
+
+TEST_CASE("stop_now() ends a WebSocket waiting in read()") {
+  asio::io_context io;
+  echo_server s(io);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await ws_client::connect(ep);
+    co_await c.send(opcode::text, "x");
+    CHECK((co_await c.read_frame()).payload == "x");
+    auto summary = co_await s.srv.stop_now();
+    CHECK(summary.forced == 1);
+    CHECK(s.end.error == asio::error::operation_aborted);
+    CHECK(s.srv.connections().total() == 0);
+    CHECK((co_await c.http().wait_closed()).closed());
+  });
+}
+
+TEST_CASE("keep-alive: pings every interval; a client that never answers is closed with 1006") {
+  asio::io_context io;
+  ws::options o;
+  o.keepalive = std::chrono::milliseconds(20);
+  echo_server s(io, o);
+  stop_on_exit stop(io, s.srv);
+  auto ep = s.srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await ws_client::connect(ep);
+    auto ping = co_await c.read_frame();
+    CHECK(ping.op() == opcode::ping);
+    co_await c.send(opcode::pong, ping.payload);
+    CHECK((co_await c.read_frame()).op() == opcode::ping);  // answered: the next one comes
+    // This one stays unanswered.
+    auto end = co_await c.http().wait_closed();
+    CHECK(end.closed());
+    co_await s.finished.wait();
+    CHECK(s.end.close_code == cc::abnormal);
+  });
+}
