@@ -833,7 +833,8 @@ def ratio_check(results, desc, section_key, metric, other, factor, better):
 
 
 def compute_targets(res, has_subject):
-    checks = {"stop": [], "tls stop": [], "graceful": [], "throughput": [], "memory": [], "websocket": []}
+    checks = {"stop": [], "tls stop": [], "graceful": [], "throughput": [], "memory": [],
+              "websocket": websocket_targets(res)}   # sluice's WebSocket server is its own option
     if not has_subject:
         return checks
     tls = {row["server"]: row for row in res.get("tls_stop", {}).get("rows", [])}
@@ -910,12 +911,14 @@ def compute_targets(res, has_subject):
                                  "met": v is not None and v <= 2048})
         checks["memory"].append(ratio_check(flat, "B/conn < node", "mem", "bytes_per_conn", "node", 1, "lt"))
         checks["memory"].append(ratio_check(flat, "B/conn < go", "mem", "bytes_per_conn", "go", 1, "lt"))
-    checks["websocket"] = websocket_targets(res)
     return checks
 
 
 def websocket_targets(res):
+    """Against npm ws, when sluice's WebSocket server took part (--sluice-ws-server)."""
     checks = []
+    if SUBJECT not in res.get("meta", {}).get("ws_servers", []):
+        return checks
     flat = {"echo": res.get("ws_echo", {}).get("summary", {}),
             "mem": res.get("ws_memory", {}).get("summary", {})}
     if flat["echo"]:
@@ -1188,7 +1191,7 @@ def render_websocket(res, checks, has_subject):
                          fmt(x.get("max_close_frame_ms"), 1), fmt(x.get("last_tcp_close_ms"), 1),
                          fmt(x.get("server_ms"), 1), x.get("unclosed", "n/a")] for n, x in sd["summary"].items()]))
         L.append("")
-    if has_subject and checks.get("websocket"):
+    if checks.get("websocket"):
         L.append("Targets: " + "; ".join(f"{c['target']}: {c['value']} ({met_str(c)})" for c in checks["websocket"]))
         L.append("")
     return L
@@ -1324,6 +1327,7 @@ def main():
 
     if "websocket" in only:
         ws_servers = make_ws_servers(env, args.sluice_ws_server)
+        res["meta"]["ws_servers"] = [s.name for s in ws_servers]
         measure_ws_echo(env, ws_servers, 50, 3 if args.quick else 10, rounds, res)
         measure_memory(env, ws_servers, 3000, rounds, res, key="ws_memory", websocket=WS_PATH)
         measure_ws_shutdown(env, ws_servers, 1000, rounds, res)
