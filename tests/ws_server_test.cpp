@@ -1,10 +1,16 @@
 // WebSocket through sluice's HTTP server, seen from a raw client on loopback: the handshake, echo,
 // fragments and control frames, each malformed frame's close code, permessage-deflate, the close
 // handshake, keep-alive, and how shutdown(grace) and stop_now() end a WebSocket.
+#include "sluice/tls/server.hpp"
 #include "sluice/ws/server.hpp"
 
+#include "support/tls_certs.hpp"
 #include "support/ws_client.hpp"
 
+#include <asio/read.hpp>
+#include <asio/read_until.hpp>
+#include <asio/ssl.hpp>
+#include <asio/write.hpp>
 #include <doctest/doctest.h>
 
 #include <optional>
@@ -25,16 +31,14 @@ struct ending {
   std::size_t ended = 0;
 };
 
-// An HTTP server whose /ws echoes every message until the WebSocket closes.
-struct echo_server {
+// An HTTP handler whose WebSockets echo every message until they close.
+struct ws_echo {
   asio::io_context& io;
   ws::options options;
   ending end;
   event finished{io.get_executor()};
-  http::server srv;
 
-  explicit echo_server(asio::io_context& io, ws::options o = {}, http::server_options ho = long_timeouts())
-      : io(io), options(std::move(o)), srv(io.get_executor(), handler(), ho) {}
+  explicit ws_echo(asio::io_context& io, ws::options o = {}) : io(io), options(std::move(o)) {}
 
   http::server::handler_type handler() {
     return [this](http::request& req) -> awaitable<http::response> {
@@ -61,6 +65,13 @@ struct echo_server {
       throw;
     }
   }
+};
+
+// ws_echo served by an HTTP server.
+struct echo_server : ws_echo {
+  http::server srv;
+  explicit echo_server(asio::io_context& io, ws::options o = {}, http::server_options ho = long_timeouts())
+      : ws_echo(io, std::move(o)), srv(io.get_executor(), handler(), ho) {}
 };
 
 std::string inflate_all(std::string_view compressed) {
@@ -281,5 +292,54 @@ TEST_CASE("keep-alive: pings every interval; a client that never answers is clos
     CHECK(end.closed());
     co_await s.finished.wait();
     CHECK(s.end.close_code == cc::abnormal);
+  });
+}
+
+namespace {
+
+// Appends to `in` until it holds `n` bytes at least.
+awaitable<void> read_at_least(asio::ssl::stream<tcp::socket>& s, std::string& in, std::size_t n) {
+  if (in.size() < n) co_await asio::async_read(s, asio::dynamic_buffer(in), asio::transfer_at_least(n - in.size()), use_awaitable);
+}
+
+}  // namespace
+
+TEST_CASE("over TLS (no readiness wait there) a WebSocket echoes, and shutdown(grace) closes it with 1001") {
+  temp_dir dir;
+  const auto cert = make_self_signed(dir.path(), "ws", 1, "sluice-ws-test");
+  asio::io_context io;
+  ws_echo echo(io);
+  sluice::tls::server srv(io.get_executor(), echo.handler(), sluice::tls::make_server_context(cert.cert, cert.key),
+                          long_timeouts());
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    asio::ssl::context ctx(asio::ssl::context::tls_client);  // unverified: the test's own server
+    auto s = std::make_unique<asio::ssl::stream<tcp::socket>>(co_await asio::this_coro::executor, ctx);
+    co_await s->next_layer().async_connect(ep, use_awaitable);
+    co_await s->async_handshake(asio::ssl::stream_base::client, use_awaitable);
+    const std::string upgrade = upgrade_request_ws();
+    co_await asio::async_write(*s, asio::buffer(upgrade), use_awaitable);
+    std::string in;
+    const std::size_t head = co_await asio::async_read_until(*s, asio::dynamic_buffer(in), "\r\n\r\n", use_awaitable);
+    CHECK(in.substr(0, 12) == "HTTP/1.1 101");
+    in.erase(0, head);
+
+    const std::string frame = client_frame(fin(opcode::text), "over tls");
+    co_await asio::async_write(*s, asio::buffer(frame), use_awaitable);
+    co_await read_at_least(*s, in, 10);
+    CHECK(in.substr(0, 10) == std::string("\x81\x08over tls", 10));
+    in.erase(0, 10);
+
+    background_shutdown bg(io, srv, std::chrono::seconds(30));
+    co_await read_at_least(*s, in, 4);
+    CHECK(in.substr(0, 1) == "\x88");
+    CHECK(in.substr(2, 2) == "\x03\xE9");  // 1001
+    const std::string reply = client_frame(fin(opcode::close), close_payload(cc::going_away));
+    co_await asio::async_write(*s, asio::buffer(reply), use_awaitable);
+    auto summary = co_await bg.wait();
+    CHECK(summary.forced == 0);
+    co_await echo.finished.wait();
+    CHECK(echo.end.close_code == cc::going_away);
   });
 }
