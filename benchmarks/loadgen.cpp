@@ -13,7 +13,16 @@
 //     `Connection: close`. Prints one JSON object on stdout when every connection is
 //     closed or at --timeout-ms (default 30000).
 //
-//   loadgen hold --port P --conns N [--exit-when-closed] [--connect-concurrency C]
+//     With --websocket PATH the N idle connections are WebSockets (a handshake to PATH, no
+//     compression) instead; the result then also says, per close code, how many Close frames
+//     the server sent and when (ws_close: the latency of a graceful shutdown's Close 1001).
+//     Each Close is answered with the same code, as a browser does, and the TCP close awaited.
+//
+//   loadgen ws-echo --port P --conns N --websocket PATH [--seconds S] [--size B]
+//     N WebSockets, each doing request/response echo: a masked text message of B bytes
+//     (default 32), wait for its echo, send the next. Prints round trips per second.
+//
+//   loadgen hold --port P --conns N [--websocket PATH] [--exit-when-closed] [--connect-concurrency C]
 //     Opens N idle keep-alive connections, prints {"ready":N,...} (one line, flushed),
 //     then waits for stdin EOF, SIGTERM or SIGINT (or, with --exit-when-closed, for the
 //     server to have closed all of them), closes them and prints a final JSON line.
@@ -75,6 +84,9 @@ struct Options {
   long settle_ms = 100;
   long connect_concurrency = 200;
   bool exit_when_closed = false;
+  std::string websocket;  // the path of a WebSocket handshake; empty: plain HTTP connections
+  long seconds = 5;
+  long size = 32;
 };
 
 [[noreturn]] void usage() {
@@ -82,8 +94,9 @@ struct Options {
                "usage:\n"
                "  loadgen idle --port P --conns N --server-pid PID --signal TERM|INT|NONE\n"
                "               [--inflight K --slow-ms MS] [--never-used U] [--half-sent H]\n"
-               "               [--timeout-ms T] [--settle-ms S] [--connect-concurrency C]\n"
-               "  loadgen hold --port P --conns N [--exit-when-closed] [--connect-concurrency C]\n");
+               "               [--timeout-ms T] [--settle-ms S] [--connect-concurrency C] [--websocket PATH]\n"
+               "  loadgen ws-echo --port P --conns N --websocket PATH [--seconds S] [--size B]\n"
+               "  loadgen hold --port P --conns N [--websocket PATH] [--exit-when-closed] [--connect-concurrency C]\n");
   std::exit(2);
 }
 
@@ -102,7 +115,7 @@ Options parse(int argc, char** argv) {
   if (argc < 2) usage();
   Options o;
   o.cmd = argv[1];
-  if (o.cmd != "idle" && o.cmd != "hold") usage();
+  if (o.cmd != "idle" && o.cmd != "hold" && o.cmd != "ws-echo") usage();
   for (int i = 2; i < argc; ++i) {
     std::string_view k = argv[i];
     if (k == "--exit-when-closed") {
@@ -121,6 +134,9 @@ Options parse(int argc, char** argv) {
     else if (k == "--signal") o.signal = v;
     else if (k == "--timeout-ms") o.timeout_ms = to_long(v, argv[i - 1]);
     else if (k == "--settle-ms") o.settle_ms = to_long(v, argv[i - 1]);
+    else if (k == "--websocket") o.websocket = v;
+    else if (k == "--seconds") o.seconds = std::max(1L, to_long(v, argv[i - 1]));
+    else if (k == "--size") o.size = std::min(65535L, to_long(v, argv[i - 1]));
     else if (k == "--connect-concurrency") o.connect_concurrency = std::max(1L, to_long(v, argv[i - 1]));
     else {
       std::fprintf(stderr, "loadgen: unknown option %s\n", argv[i - 1]);
@@ -129,6 +145,10 @@ Options parse(int argc, char** argv) {
   }
   if (o.port <= 0 || o.port > 65535) {
     std::fprintf(stderr, "loadgen: --port is required\n");
+    usage();
+  }
+  if (o.cmd == "ws-echo" && o.websocket.empty()) {
+    std::fprintf(stderr, "loadgen: ws-echo needs --websocket PATH\n");
     usage();
   }
   if (o.cmd == "idle") {
@@ -220,6 +240,58 @@ long parse_response(std::string_view buf, Response& out) {
   return long(body + size_t(content_length));
 }
 
+// ---------------------------------------------------------------- WebSocket framing (RFC 6455)
+
+std::string ws_handshake(const std::string& path) {
+  return "GET " + path +
+         " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+}
+
+// A client frame: FIN set, masked as RFC 6455 requires of clients.
+std::string ws_frame(uint8_t opcode, std::string_view payload) {
+  static uint32_t seed = 0x9e3779b9u;
+  seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+  const uint8_t mask[4] = {uint8_t(seed), uint8_t(seed >> 8), uint8_t(seed >> 16), uint8_t(seed >> 24)};
+  std::string f;
+  f += char(0x80 | opcode);
+  if (payload.size() < 126) {
+    f += char(0x80 | payload.size());
+  } else {
+    f += char(0x80 | 126);
+    f += char(payload.size() >> 8);
+    f += char(payload.size() & 0xff);
+  }
+  f.append(reinterpret_cast<const char*>(mask), 4);
+  for (size_t i = 0; i < payload.size(); ++i) f += char(uint8_t(payload[i]) ^ mask[i % 4]);
+  return f;
+}
+
+struct WsFrame {
+  uint8_t opcode = 0;
+  std::string_view payload;
+};
+
+// One server frame at the start of buf: the bytes it takes, 0 when incomplete, -1 when a
+// server frame is masked or absurdly long (this tool never expects more than 64 KiB).
+long ws_parse(std::string_view buf, WsFrame& out) {
+  if (buf.size() < 2) return 0;
+  const auto b0 = uint8_t(buf[0]), b1 = uint8_t(buf[1]);
+  if (b1 & 0x80) return -1;
+  size_t len = b1 & 0x7f, head = 2;
+  if (len == 126) {
+    if (buf.size() < 4) return 0;
+    len = size_t(uint8_t(buf[2])) << 8 | uint8_t(buf[3]);
+    head = 4;
+  } else if (len == 127) {
+    return -1;
+  }
+  if (buf.size() < head + len) return 0;
+  out.opcode = b0 & 0x0f;
+  out.payload = buf.substr(head, len);
+  return long(head + len);
+}
+
 // ---------------------------------------------------------------- connections
 
 enum Cls : uint8_t { kIdle, kNeverUsed, kHalfSent, kInflight, kClasses };
@@ -239,6 +311,9 @@ struct Conn {
   double resp_ms = -1;       // relative to t0
   double close_mono = -1;    // CLOCK_MONOTONIC ms
   size_t unexpected = 0;     // bytes received that no request asked for
+  int close_code = -1;       // WebSocket: the code of the server's Close frame (0: none given)
+  double close_frame_ms = -1;  // WebSocket: when that Close arrived, relative to t0
+  long echoes = 0;           // ws-echo: round trips completed
   std::string buf;
 };
 
@@ -255,11 +330,16 @@ struct Loader {
   std::vector<epoll_event> evs = std::vector<epoll_event>(kMaxEvents);
   long early_closes = 0;
   long bad_status = 0;
+  const std::string idle_request;  // a keep-alive GET, or a WebSocket handshake
+  const int idle_status;           // what it must be answered with
   double t0 = 0;  // CLOCK_MONOTONIC ms of the trigger
   bool triggered = false;
   long closed = 0;  // connections closed (any time)
 
-  explicit Loader(const Options& o) : opt(o) {
+  explicit Loader(const Options& o)
+      : opt(o),
+        idle_request(o.websocket.empty() ? std::string(kGet) : ws_handshake(o.websocket)),
+        idle_status(o.websocket.empty() ? 200 : 101) {
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1: %s", std::strerror(errno));
     addr.sin_family = AF_INET;
@@ -287,8 +367,34 @@ struct Loader {
     }
   }
 
+  // WebSocket frames on an idle connection: a Close is recorded and answered with its code.
+  void on_ws_data(Conn& c, const char* p, size_t n, double mono) {
+    c.buf.append(p, n);
+    WsFrame f;
+    long used;
+    while ((used = ws_parse(c.buf, f)) > 0) {
+      if (f.opcode == 8 && c.close_code < 0) {
+        c.close_code = f.payload.size() >= 2 ? uint8_t(f.payload[0]) << 8 | uint8_t(f.payload[1]) : 0;
+        c.close_frame_ms = triggered ? mono - t0 : -1;
+        const std::string reply = ws_frame(8, f.payload.substr(0, std::min<size_t>(f.payload.size(), 2)));
+        (void)!::send(c.fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+      } else {
+        c.unexpected += size_t(used);
+      }
+      c.buf.erase(0, size_t(used));
+    }
+    if (used < 0) {
+      c.unexpected += c.buf.size();
+      c.buf.clear();
+    }
+  }
+
   // Data on an armed connection. In-flight ones parse their response, others count it.
   void on_data(Conn& c, const char* p, size_t n, double mono) {
+    if (c.cls == kIdle && !opt.websocket.empty()) {
+      on_ws_data(c, p, n, mono);
+      return;
+    }
     if (c.cls != kInflight || c.complete) {
       c.unexpected += n;
       return;
@@ -412,7 +518,7 @@ struct Loader {
             long used = parse_response(c.buf, c.resp);
             if (used < 0) die("malformed response during setup");
             if (used > 0) {
-              if (c.resp.status != 200) ++bad_status;
+              if (c.resp.status != (cls == kIdle ? idle_status : 200)) ++bad_status;
               if (size_t(used) != c.buf.size()) c.unexpected += c.buf.size() - size_t(used);
               c.buf.clear();
               c.buf.shrink_to_fit();
@@ -450,7 +556,7 @@ struct Loader {
     conns.resize(size_t(n_idle + n_never + n_half + n_inflight));
     size_t at = 0;
     double t = mono_ms();
-    open_range(at, size_t(n_idle), kIdle, kGet);
+    open_range(at, size_t(n_idle), kIdle, idle_request);
     at += size_t(n_idle);
     std::fprintf(stderr, "loadgen: %ld idle keep-alive connections ready in %.0f ms\n", n_idle, mono_ms() - t);
     open_range(at, size_t(n_never), kNeverUsed, {});
@@ -459,7 +565,9 @@ struct Loader {
     at += size_t(n_half);
     std::string slow = "GET /slow?ms=" + std::to_string(opt.slow_ms) + " HTTP/1.1\r\nHost: x\r\n\r\n";
     open_range(at, size_t(n_inflight), kInflight, slow);
-    if (bad_status > 0) die("%s idle connections did not get a 200", std::to_string(bad_status).c_str());
+    if (bad_status > 0)
+      die("%s idle connections did not get a %s", std::to_string(bad_status).c_str(),
+          std::to_string(idle_status).c_str());
   }
 };
 
@@ -578,6 +686,34 @@ std::string class_stats(const Loader& L, Cls cls) {
   return j.done();
 }
 
+// WebSocket idle connections: how many Close frames came with which code, and when.
+std::string ws_close_stats(const Loader& L) {
+  std::vector<std::pair<int, long>> codes;
+  std::vector<double> at;
+  long none = 0;
+  for (const Conn& c : L.conns) {
+    if (c.cls != kIdle) continue;
+    if (c.close_code < 0) {
+      ++none;
+      continue;
+    }
+    auto it = std::find_if(codes.begin(), codes.end(), [&](auto& p) { return p.first == c.close_code; });
+    if (it == codes.end()) codes.emplace_back(c.close_code, 1);
+    else ++it->second;
+    if (c.close_frame_ms >= 0) at.push_back(c.close_frame_ms);
+  }
+  std::sort(codes.begin(), codes.end());
+  std::sort(at.begin(), at.end());
+  Json by_code;
+  for (auto& [code, n] : codes) by_code.num(std::to_string(code).c_str(), n);
+  Json j;
+  j.raw("codes", by_code.done());
+  j.num("no_close_frame", none);
+  j.ms("median_close_frame_ms", percentile_sorted(at, 0.5));
+  j.ms("max_close_frame_ms", at.empty() ? -1 : at.back());
+  return j.done();
+}
+
 // ---------------------------------------------------------------- sub-commands
 
 int cmd_idle(const Options& opt) {
@@ -646,9 +782,65 @@ int cmd_idle(const Options& opt) {
     long n = cls == kIdle ? opt.conns : cls == kNeverUsed ? opt.never_used : cls == kHalfSent ? opt.half_sent : opt.inflight;
     if (n > 0 || cls == kIdle) j.raw(kClsName[k], class_stats(L, cls));
   }
+  if (!opt.websocket.empty()) j.raw("ws_close", ws_close_stats(L));
   std::printf("%s\n", j.done().c_str());
   std::fflush(stdout);
   return 0;
+}
+
+int cmd_ws_echo(const Options& opt) {
+  Loader L(opt);
+  L.open_all(opt.conns, 0, 0, 0);
+  const std::string message = ws_frame(1, std::string(size_t(opt.size), 'x'));
+  for (Conn& c : L.conns) {
+    L.ctl(EPOLL_CTL_MOD, c, EPOLLIN | EPOLLRDHUP);
+    if (::send(c.fd, message.data(), message.size(), MSG_NOSIGNAL) != ssize_t(message.size())) die("send failed");
+  }
+  const double start = mono_ms(), end = start + 1000.0 * double(opt.seconds);
+  long round_trips = 0, failed = 0;
+  char buf[65536];
+  for (double now = start; now < end && failed < opt.conns; now = mono_ms()) {
+    int n = epoll_wait(L.ep, L.evs.data(), kMaxEvents, int(end - now) + 1);
+    if (n < 0 && errno != EINTR) die("epoll_wait: %s", std::strerror(errno));
+    for (int i = 0; i < n; ++i) {
+      Conn& c = L.conns[L.evs[i].data.u32];
+      if (c.st == St::closed) continue;
+      ssize_t r = ::read(c.fd, buf, sizeof buf);
+      if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        L.mark_closed(c, mono_ms(), r < 0);
+        epoll_ctl(L.ep, EPOLL_CTL_DEL, c.fd, nullptr);
+        ++failed;
+        continue;
+      }
+      c.buf.append(buf, size_t(r));
+      WsFrame f;
+      // One message is in flight per connection: each whole echo sends the next.
+      for (long used; (used = ws_parse(c.buf, f)) > 0;) {
+        if (f.opcode == 1 && f.payload.size() == size_t(opt.size)) {
+          ++c.echoes, ++round_trips;
+          if (::send(c.fd, message.data(), message.size(), MSG_NOSIGNAL) < 0) ++failed;
+        } else {
+          c.unexpected += size_t(used);
+        }
+        c.buf.erase(0, size_t(used));
+      }
+    }
+  }
+  const double seconds = (mono_ms() - start) / 1000.0;
+  long slowest = round_trips;
+  for (const Conn& c : L.conns) slowest = std::min(slowest, c.echoes);
+  Json j;
+  j.str("cmd", "ws-echo");
+  j.num("conns", opt.conns);
+  j.num("size", opt.size);
+  j.ms("seconds", seconds);
+  j.num("round_trips", round_trips);
+  j.num("per_second", long(double(round_trips) / seconds));
+  j.num("fewest_on_a_connection", slowest);
+  j.num("closed", failed);
+  std::printf("%s\n", j.done().c_str());
+  return failed == 0 ? 0 : 1;
 }
 
 int cmd_hold(const Options& opt) {
@@ -742,5 +934,6 @@ int main(int argc, char** argv) {
   if (rl.rlim_cur != RLIM_INFINITY && long(rl.rlim_cur) < need)
     die("open-file limit %s too low for %s connections", std::to_string(rl.rlim_cur).c_str(),
         std::to_string(need - 16).c_str());
+  if (opt.cmd == "ws-echo") return cmd_ws_echo(opt);
   return opt.cmd == "idle" ? cmd_idle(opt) : cmd_hold(opt);
 }

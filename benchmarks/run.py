@@ -2,7 +2,7 @@
 """Side-by-side benchmark of sluice's hello_server and its peers (Node http, Go net/http, nginx).
 
     python3 benchmarks/run.py --loadgen BUILD/benchmarks/loadgen \
-        [--sluice-server BUILD/examples/hello_server] [--out-dir benchmarks/results] [--quick]
+        [--sluice-server BUILD/benchmarks/hello_server] [--out-dir benchmarks/results] [--quick]
 
 Measures stop latency (SIGINT with N idle keep-alive connections), graceful drain (SIGTERM),
 throughput and connection churn (wrk) and memory per idle connection. Servers are pinned to
@@ -351,9 +351,12 @@ def rotated(items, k):
 
 # --------------------------------------------------------------------------- measurements
 
-def run_loadgen_idle(env, srv, n, sig, inflight=0, slow_ms=2000, never=0, half=0, timeout_ms=30000):
+def run_loadgen_idle(env, srv, n, sig, inflight=0, slow_ms=2000, never=0, half=0, timeout_ms=30000,
+                     websocket=None):
     argv = [env.loadgen, "idle", "--port", str(srv.port), "--conns", str(n),
             "--server-pid", str(srv.pid), "--signal", sig, "--timeout-ms", str(timeout_ms)]
+    if websocket:
+        argv += ["--websocket", websocket]
     if inflight:
         argv += ["--inflight", str(inflight), "--slow-ms", str(slow_ms)]
     if never:
@@ -450,7 +453,8 @@ def measure_inprocess_stop(env, binary, ns, rounds, results):
                                                   str(rounds), "--loadgen", env.args.loadgen], 1800)
     for row in rows:
         log(f"[in-process stop] N={row['n']} {row['server']}: stop_now {row['stop_now_ms']:.2f} ms, "
-            f"floor {row['floor_ms']:.2f} ms, ratio {row['ratio']:.2f}")
+            f"floor {row['floor_ms']:.2f} ms (in an epoll set {row['epoll_floor_ms']:.2f} ms), "
+            f"ratio {row['ratio']:.2f}")
     results["inproc_stop"] = {"rounds": rounds, "rows": rows}
 
 
@@ -639,19 +643,24 @@ def measure_wrk(env, servers, seconds, rounds, results):
                 log(f"[wrk] {srv.server.name}: stop: {e}")
 
 
-def measure_memory(env, servers, n, rounds, results):
-    """RSS growth per idle keep-alive connection (loadgen hold)."""
+def measure_memory(env, servers, n, rounds, results, key="memory", websocket=None):
+    """RSS growth per idle keep-alive connection (loadgen hold); with websocket=PATH, per idle
+    WebSocket (no compression) instead."""
     runs = []
     for r in range(rounds):
         for server in rotated(servers, r):
             try:
                 srv = Running(env, server)
                 try:
-                    warm_up(srv.port)
+                    if websocket:
+                        ws_warm_up(env, srv, websocket)
+                    else:
+                        warm_up(srv.port)
                     time.sleep(0.2)
                     before = read_rss_kb(srv.pid)
+                    ws_args = ["--websocket", websocket] if websocket else []
                     hold = subprocess.Popen(env.on_client_cpu([env.loadgen, "hold", "--port", str(srv.port),
-                                                               "--conns", str(n)]),
+                                                               "--conns", str(n)] + ws_args),
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE)
                     _children.append(hold)
@@ -669,11 +678,11 @@ def measure_memory(env, servers, n, rounds, results):
                 per_conn = (loaded - before) * 1024 / n
                 runs.append({"server": server.name, "round": r, "n": n, "rss_before_kb": before,
                              "rss_loaded_kb": loaded, "bytes_per_conn": per_conn})
-                log(f"[memory N={n} round {r + 1}/{rounds}] {server.name}: {before} -> {loaded} kB, "
+                log(f"[{key} N={n} round {r + 1}/{rounds}] {server.name}: {before} -> {loaded} kB, "
                     f"{per_conn:,.0f} B/conn")
             except Exception as e:
                 runs.append({"server": server.name, "round": r, "error": str(e)})
-                log(f"[memory round {r + 1}/{rounds}] {server.name}: ERROR {e}")
+                log(f"[{key} round {r + 1}/{rounds}] {server.name}: ERROR {e}")
     summary = {}
     for server in servers:
         rs = [x for x in runs if x["server"] == server.name and "error" not in x]
@@ -686,7 +695,117 @@ def measure_memory(env, servers, n, rounds, results):
                 "bytes_per_conn": median([x["bytes_per_conn"] for x in rs]),
                 "rounds": len(rs),
             }
-    results["memory"] = {"n": n, "summary": summary, "runs": runs}
+    results[key] = {"n": n, "summary": summary, "runs": runs}
+
+
+# --------------------------------------------------------------------------- WebSocket
+
+WS_PATH = "/ws"
+
+
+def make_ws_servers(env, sluice_ws_path):
+    """sluice's examples/websocket_echo and npm ws (benchmarks/peers/ws, installed by scripts/bench)."""
+    servers = []
+    if sluice_ws_path:
+        p = str(Path(sluice_ws_path).resolve())
+        servers.append(Server(SUBJECT, lambda port, grace_ms, run_dir:
+                              [p, "--port", str(port), "--grace-ms", str(grace_ms)]))
+    js = PEERS / "ws" / "server.js"
+    if env.node and (PEERS / "ws" / "node_modules" / "ws").is_dir():
+        servers.append(Server("ws", lambda port, grace_ms, run_dir:
+                              [env.node, str(js), "--port", str(port), "--grace-ms", str(grace_ms)]))
+    else:
+        log("node or benchmarks/peers/ws/node_modules/ws missing (scripts/bench installs it): no npm ws peer")
+    return servers
+
+
+def run_ws_echo(env, srv, conns, seconds, path=WS_PATH):
+    argv = [env.loadgen, "ws-echo", "--port", str(srv.port), "--conns", str(conns), "--websocket", path,
+            "--seconds", str(seconds)]
+    r = subprocess.run(env.on_client_cpu(argv), capture_output=True, text=True, timeout=seconds + 120)
+    if r.returncode != 0:
+        raise RuntimeError(f"loadgen ws-echo failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def ws_warm_up(env, srv, path=WS_PATH):
+    """A second of echo on one WebSocket (lazy init / JIT)."""
+    run_ws_echo(env, srv, 1, 1, path)
+
+
+def measure_ws_echo(env, servers, conns, seconds, rounds, results):
+    """Echo round trips per second: N WebSockets, one message in flight on each."""
+    runs = []
+    for r in range(rounds):
+        for server in rotated(servers, r):
+            try:
+                srv = Running(env, server)
+                try:
+                    ws_warm_up(env, srv)
+                    cpu0 = read_cpu_s(srv.pid)
+                    lg = run_ws_echo(env, srv, conns, seconds)
+                    cpu = read_cpu_s(srv.pid) - cpu0
+                    srv.stop(signal.SIGINT)
+                finally:
+                    srv.kill()
+                runs.append({"server": server.name, "round": r, "per_second": lg["per_second"],
+                             "cpu_us_per_rt": cpu * 1e6 / max(1, lg["round_trips"]), "loadgen": lg})
+                log(f"[ws echo round {r + 1}/{rounds}] {server.name}: {lg['per_second']:,} round trips/s, "
+                    f"server CPU {runs[-1]['cpu_us_per_rt']:.1f} µs per round trip")
+            except Exception as e:
+                runs.append({"server": server.name, "round": r, "error": str(e)})
+                log(f"[ws echo round {r + 1}/{rounds}] {server.name}: ERROR {e}")
+    summary = {}
+    for server in servers:
+        rs = [x for x in runs if x["server"] == server.name and "error" not in x]
+        summary[server.name] = {"rounds": len(rs)}
+        if rs:
+            summary[server.name].update(per_second=median([x["per_second"] for x in rs]),
+                                        per_second_all=[x["per_second"] for x in rs],
+                                        cpu_us_per_rt=median([x["cpu_us_per_rt"] for x in rs]))
+    results["ws_echo"] = {"conns": conns, "seconds": seconds, "summary": summary, "runs": runs}
+
+
+def measure_ws_shutdown(env, servers, n, rounds, results, grace_ms=5000):
+    """SIGTERM with N idle WebSockets: when each client saw the server's Close (and its code)."""
+    runs = []
+    for r in range(rounds):
+        for server in rotated(servers, r):
+            try:
+                srv = Running(env, server, grace_ms=grace_ms)
+                try:
+                    ws_warm_up(env, srv)
+                    lg = run_loadgen_idle(env, srv, n, "TERM", timeout_ms=grace_ms + 10000,
+                                          websocket=WS_PATH)
+                    stopped = srv.wait_stopped(timeout=grace_ms / 1000 + 20)
+                finally:
+                    srv.kill()
+                wc = lg["ws_close"]
+                runs.append({"server": server.name, "round": r, "codes": wc["codes"],
+                             "max_close_frame_ms": wc["max_close_frame_ms"],
+                             "median_close_frame_ms": wc["median_close_frame_ms"],
+                             "last_tcp_close_ms": lg["last_close_ms"], "unclosed": lg["unclosed"],
+                             "server_ms": stopped["ms"]})
+                log(f"[ws shutdown N={n} round {r + 1}/{rounds}] {server.name}: close codes {wc['codes']}, "
+                    f"last Close at {fmt(wc['max_close_frame_ms'], 1)} ms, last TCP close "
+                    f"{fmt(lg['last_close_ms'], 1)} ms, server {fmt(stopped['ms'], 1)} ms")
+            except Exception as e:
+                runs.append({"server": server.name, "round": r, "error": str(e)})
+                log(f"[ws shutdown round {r + 1}/{rounds}] {server.name}: ERROR {e}")
+    summary = {}
+    for server in servers:
+        rs = [x for x in runs if x["server"] == server.name and "error" not in x]
+        summary[server.name] = {"rounds": len(rs)}
+        if rs:
+            summary[server.name].update(
+                all_1001=min(x["codes"].get("1001", 0) for x in rs), n=n,
+                codes=rs[-1]["codes"],
+                max_close_frame_ms=median([x["max_close_frame_ms"] for x in rs]),
+                median_close_frame_ms=median([x["median_close_frame_ms"] for x in rs]),
+                last_tcp_close_ms=median([x["last_tcp_close_ms"] for x in rs]),
+                server_ms=median([x["server_ms"] for x in rs]),
+                unclosed=max(x["unclosed"] for x in rs))
+    results["ws_shutdown"] = {"n": n, "grace_ms": grace_ms, "summary": summary, "runs": runs}
 
 
 # --------------------------------------------------------------------------- targets
@@ -714,7 +833,8 @@ def ratio_check(results, desc, section_key, metric, other, factor, better):
 
 
 def compute_targets(res, has_subject):
-    checks = {"stop": [], "tls stop": [], "graceful": [], "throughput": [], "memory": []}
+    checks = {"stop": [], "tls stop": [], "graceful": [], "throughput": [], "memory": [],
+              "websocket": websocket_targets(res)}   # sluice's WebSocket server is its own option
     if not has_subject:
         return checks
     tls = {row["server"]: row for row in res.get("tls_stop", {}).get("rows", [])}
@@ -794,6 +914,30 @@ def compute_targets(res, has_subject):
     return checks
 
 
+def websocket_targets(res):
+    """Against npm ws, when sluice's WebSocket server took part (--sluice-ws-server)."""
+    checks = []
+    if SUBJECT not in res.get("meta", {}).get("ws_servers", []):
+        return checks
+    flat = {"echo": res.get("ws_echo", {}).get("summary", {}),
+            "mem": res.get("ws_memory", {}).get("summary", {})}
+    if flat["echo"]:
+        checks.append(ratio_check(flat, "echo round trips/s >= npm ws", "echo", "per_second", "ws", 1.0, "higher"))
+    if flat["mem"]:
+        v = flat["mem"].get(SUBJECT, {}).get("bytes_per_conn")
+        checks.append({"target": "<= 3072 B per idle WebSocket", "value": NO_DATA if v is None else f"{fmt(v, 0)} B",
+                       "met": v is not None and v <= 3072})
+    sd = res.get("ws_shutdown")
+    if sd:
+        s = sd["summary"].get(SUBJECT, {})
+        ok = s.get("rounds") and s["all_1001"] == sd["n"] and s["max_close_frame_ms"] is not None
+        checks.append({"target": f"every one of {sd['n']} clients saw Close 1001 within 50 ms",
+                       "value": f"{s['all_1001']}/{sd['n']} saw 1001, last at {fmt(s['max_close_frame_ms'], 1)} ms"
+                       if s.get("rounds") else NO_DATA,
+                       "met": bool(ok and s["max_close_frame_ms"] <= 50)})
+    return checks
+
+
 def met_str(c):
     return "n/a" if c["met"] is None else ("met" if c["met"] else "missed")
 
@@ -841,7 +985,15 @@ def tool_versions(env):
     return {"node": v([env.node, "--version"]) if env.node else "n/a",
             "go": last_word(v([env.go, "version"]), r"go version go(\S+)") if env.go else "n/a",
             "nginx": last_word(v([env.nginx, "-v"]), r"nginx/(\S+)") if env.nginx else "n/a",
-            "wrk": last_word(v([env.wrk, "--version"]), r"^wrk (\S+)") if env.wrk else "n/a"}
+            "wrk": last_word(v([env.wrk, "--version"]), r"^wrk (\S+)") if env.wrk else "n/a",
+            "npm ws": npm_ws_version()}
+
+
+def npm_ws_version():
+    try:
+        return json.loads((PEERS / "ws" / "node_modules" / "ws" / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return "n/a"
 
 
 def render_markdown(res, checks, has_subject):
@@ -866,12 +1018,14 @@ def render_markdown(res, checks, has_subject):
         L.append(f"benchmarks/stop_latency: N idle keep-alive connections held by loadgen in another process; "
                  f"the server process times stop_now() (tcp: sluice::tcp::server with a minimal responder, "
                  f"http: sluice::http::server) and, interleaved in each round, a bare loop of close() over the "
-                 f"same number of accepted sockets. Medians of {ip['rounds']} rounds; heap: bytes the server "
-                 f"holds per idle connection (mallinfo2).\n")
-        rows = [[r["n"], r["server"], fmt(r["stop_now_ms"], 2), fmt(r["floor_ms"], 2), f"{r['ratio']:.2f}",
+                 f"same number of accepted sockets; the epoll floor is that loop over sockets registered in "
+                 f"an epoll set (what any event loop pays). Ratio: stop_now to the bare floor. Medians of "
+                 f"{ip['rounds']} rounds; heap: bytes the server holds per idle connection (mallinfo2).\n")
+        rows = [[r["n"], r["server"], fmt(r["stop_now_ms"], 2), fmt(r["floor_ms"], 2),
+                 fmt(r["epoll_floor_ms"], 2), f"{r['epoll_floor_ms'] / r['floor_ms']:.2f}", f"{r['ratio']:.2f}",
                  fmt(r["us_per_conn"], 2), fmt(r["heap_bytes_per_conn"], 0)] for r in ip["rows"]]
-        L.append(table(["N", "server", "stop_now ms", "floor ms", "ratio", "µs per connection",
-                        "heap B per idle connection"], rows))
+        L.append(table(["N", "server", "stop_now ms", "floor ms", "epoll floor ms", "epoll floor / floor",
+                        "ratio", "µs per connection", "heap B per idle connection"], rows))
         L.append("")
 
     ts = res.get("tls_stop")
@@ -980,8 +1134,10 @@ def render_markdown(res, checks, has_subject):
         L.append(table(["server", "RSS before kB", "RSS loaded kB", "B / conn", "target / met?"], rows))
         L.append("")
 
+    L += render_websocket(res, checks, has_subject)
+
     errors = {}
-    for section in ("stop", "graceful", "throughput", "churn", "memory"):
+    for section in ("stop", "graceful", "throughput", "churn", "memory", "ws_echo", "ws_memory", "ws_shutdown"):
         for run in res.get(section, {}).get("runs", []):
             if "error" in run:
                 errors.setdefault((section, run["server"], run["error"][:300]), 0)
@@ -1004,6 +1160,41 @@ def render_markdown(res, checks, has_subject):
         L.append(table(["measurement", "target", "value", "met?"], rows))
         L.append("")
     return "\n".join(L)
+
+
+def render_websocket(res, checks, has_subject):
+    e, m, sd = res.get("ws_echo"), res.get("ws_memory"), res.get("ws_shutdown")
+    if not (e or m or sd):
+        return []
+    L = ["## WebSocket: sluice (examples/websocket_echo) vs npm ws (no compression)\n"]
+    if e:
+        L.append(f"Echo: `loadgen ws-echo`, {e['conns']} WebSockets, one 32-byte text message in flight on "
+                 f"each, {e['seconds']} s; server CPU = its utime+stime per round trip.\n")
+        L.append(table(["server", "round trips / s", "all rounds", "server CPU µs / round trip"],
+                       [[n, fmt(x.get("per_second"), 0), ", ".join(fmt(v, 0) for v in x.get("per_second_all", [])),
+                         fmt(x.get("cpu_us_per_rt"), 1)] for n, x in e["summary"].items()]))
+        L.append("")
+    if m:
+        L.append(f"Memory: (VmRSS with {m['n']} idle WebSockets held by `loadgen hold --websocket` - VmRSS "
+                 f"before) / N.\n")
+        L.append(table(["server", "RSS before kB", "RSS loaded kB", "B / WebSocket"],
+                       [[n, fmt(x.get("rss_before_kb"), 0), fmt(x.get("rss_loaded_kb"), 0),
+                         fmt(x.get("bytes_per_conn"), 0)] for n, x in m["summary"].items()]))
+        L.append("")
+    if sd:
+        L.append(f"Graceful shutdown: SIGTERM (grace {sd['grace_ms']} ms) with {sd['n']} idle WebSockets; ms "
+                 f"after the signal at which clients saw the server's Close frame (each answered it), and "
+                 f"the last TCP close.\n")
+        L.append(table(["server", "close codes seen", "median Close ms", "last Close ms", "last TCP close ms",
+                        "server ms", "unclosed"],
+                       [[n, ", ".join(f"{k} x{v}" for k, v in x["codes"].items()) if "codes" in x else "error", fmt(x.get("median_close_frame_ms"), 1),
+                         fmt(x.get("max_close_frame_ms"), 1), fmt(x.get("last_tcp_close_ms"), 1),
+                         fmt(x.get("server_ms"), 1), x.get("unclosed", "n/a")] for n, x in sd["summary"].items()]))
+        L.append("")
+    if checks.get("websocket"):
+        L.append("Targets: " + "; ".join(f"{c['target']}: {c['value']} ({met_str(c)})" for c in checks["websocket"]))
+        L.append("")
+    return L
 
 
 def plot(env, res, out_dir):
@@ -1069,10 +1260,12 @@ def main():
                     "against the bare close() floor (omit: no floor)")
     ap.add_argument("--tls-stop", help="the built benchmarks/tls_stop: stop_now() with idle HTTPS connections "
                     "against plain HTTP (omit: no TLS figure)")
+    ap.add_argument("--sluice-ws-server", help="sluice's examples/websocket_echo (omit: npm ws only)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 round, small N, short wrk runs (< 2 min)")
-    ap.add_argument("--only", default="stop,graceful,throughput,memory",
-                    help="comma-separated subset of stop,graceful,throughput,memory (throughput includes churn)")
+    ap.add_argument("--only", default="stop,graceful,throughput,memory,websocket",
+                    help="comma-separated subset of stop,graceful,throughput,memory,websocket (throughput "
+                         "includes churn; websocket: echo, memory and graceful shutdown against npm ws)")
     ap.add_argument("--rounds", type=int, help="rounds per figure (default 3; --quick: 1)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary run directories "
                     "(server stderr logs, nginx error log)")
@@ -1131,6 +1324,13 @@ def main():
             log("wrk not found: no throughput / churn")
     if "memory" in only:
         measure_memory(env, stoppers, 1000 if args.quick else 9000, rounds, res)
+
+    if "websocket" in only:
+        ws_servers = make_ws_servers(env, args.sluice_ws_server)
+        res["meta"]["ws_servers"] = [s.name for s in ws_servers]
+        measure_ws_echo(env, ws_servers, 50, 3 if args.quick else 10, rounds, res)
+        measure_memory(env, ws_servers, 3000, rounds, res, key="ws_memory", websocket=WS_PATH)
+        measure_ws_shutdown(env, ws_servers, 1000, rounds, res)
 
     res["meta"]["loadavg_at_end"] = os.getloadavg()[0]
     checks = compute_targets(res, has_subject)

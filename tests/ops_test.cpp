@@ -284,7 +284,6 @@ TEST_CASE("drain_delay: draining() and /ready say 503 at once, new connections a
   CHECK(ec == asio::error::connection_refused);
 }
 
-#ifdef SLUICE_HELLO_SERVER
 TEST_CASE("socket activation: a child adopts a listening socket passed through LISTEN_FDS and answers on it") {
   asio::io_context io(1);
   tcp::acceptor listener(io, loopback_any);
@@ -322,4 +321,3 @@ TEST_CASE("socket activation: a child adopts a listening socket passed through L
   CHECK(WEXITSTATUS(status) == 0);
   ::close(out[0]);
 }
-#endif

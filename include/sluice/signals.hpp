@@ -15,6 +15,9 @@
 // - Cancelling the awaiting coroutine before a signal arrives removes the
 //   signal handlers and leaves the server alone.
 //
+// to_json(report) is the one line a program logs when its server has
+// stopped: {"event":"stopped","mode":"graceful"|"now",...} with the summary.
+//
 // Works with any server that has `shutdown(duration)` and `stop_now()`
 // returning awaitables of a summary (sluice::http::server, the TLS server).
 // Thread safety: run it on one executor; the server's members are thread-safe.
@@ -28,7 +31,9 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <exception>
+#include <string>
 #include <vector>
 
 namespace sluice {
@@ -93,6 +98,23 @@ auto stop_on_signals(Server& server, std::chrono::steady_clock::duration grace, 
   for (int s : policy.graceful) signals.add(s);
   for (int s : policy.immediate) signals.add(s);
   co_return co_await stop_on_signals(server, signals, grace, policy.immediate);
+}
+
+// One JSON object, no newline: what stopped the server, how long it took and
+// the summary's counts (a summary with idle_closed, completed and forced, as
+// http::shutdown_summary has).
+template <typename Summary>
+std::string to_json(const stop_report<Summary>& report) {
+  char line[256];
+  const double ms = std::chrono::duration<double, std::milli>(report.took).count();
+  std::snprintf(line, sizeof line,
+                "{\"event\":\"stopped\",\"mode\":\"%s\",\"ms\":%.3f,\"idle_closed\":%llu,\"completed\":%llu,"
+                "\"forced\":%llu,\"signal\":%d,\"escalated\":%s}",
+                report.graceful ? "graceful" : "now", ms, static_cast<unsigned long long>(report.summary.idle_closed),
+                static_cast<unsigned long long>(report.summary.completed),
+                static_cast<unsigned long long>(report.summary.forced), report.signal,
+                report.escalated ? "true" : "false");
+  return line;
 }
 
 }  // namespace sluice

@@ -1,4 +1,5 @@
-// hello_server: the HTTP server that the benchmarks and the tests drive.
+// hello_server: the HTTP server that the benchmarks and the tests drive (a fixture, not an
+// example: examples/ has those).
 //
 //   hello_server [--port P] [--grace-ms G] [--threads T [--reuseport]] [--restart]
 //                [--drain-delay-ms D] [--tls CERT KEY]
@@ -169,11 +170,7 @@ asio::awaitable<void> serve_with(contexts& ctxs, Server& server, options& o, boo
 
   const std::vector<int> immediate{SIGINT};  // a local: g++ 12 rejects a braced list inside co_await
   auto stopped = co_await sluice::stop_on_signals(server, signals, o.grace, immediate);
-  const auto& s = stopped.summary;
-  std::printf("{\"event\":\"stopped\",\"mode\":\"%s\",\"ms\":%.3f,\"idle_closed\":%llu,\"completed\":%llu,\"forced\":%llu}\n",
-              stopped.graceful ? "graceful" : "now", duration<double, std::milli>(stopped.took).count(),
-              static_cast<unsigned long long>(s.idle_closed), static_cast<unsigned long long>(s.completed),
-              static_cast<unsigned long long>(s.forced));
+  std::printf("%s\n", sluice::to_json(stopped).c_str());
   std::fflush(stdout);
   again = o.restart;
 }
