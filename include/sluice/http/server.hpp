@@ -80,7 +80,6 @@
 
 #include "sluice/config.hpp"
 #include "sluice/http/connection_state.hpp"
-#include "sluice/http/detail/connection.hpp"
 #include "sluice/http/detail/protocol.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
@@ -268,7 +267,7 @@ class basic_server {
       scope running;
       // By value: a shutdown() cancelled while this hook runs leaves it running
       // (stopped, not awaited), and it may still throw after this frame is gone.
-      running.set_exception_handler([st](std::exception_ptr e) { detail::report_handler_error(st->core.options, e); });
+      running.set_exception_handler([st](std::exception_ptr e) { sluice::server::report_error(st->core.options.on_handler_error, e); });
       running.spawn(ex, hook);
       auto first = co_await (running.join() || deadline.async_wait(asio::use_awaitable));
       if (first.index() == 1) {
@@ -280,8 +279,8 @@ class basic_server {
     co_return hooks.size() - completed;
   }
 
-  static shutdown_summary summarize(const detail::connection_registry::ends& before,
-                                    const detail::connection_registry::ends& after) {
+  static shutdown_summary summarize(const sluice::server::connection_registry::ends& before,
+                                    const sluice::server::connection_registry::ends& after) {
     shutdown_summary summary;
     summary.idle_closed = after.idle_closed - before.idle_closed;
     summary.forced = after.forced - before.forced;
@@ -301,7 +300,7 @@ class basic_server {
         std::error_code ignored;
         peer = socket.remote_endpoint(ignored);
       }
-      auto conn = std::make_shared<detail::connection>(st->core.connections.registry, peer);
+      auto conn = std::make_shared<sluice::server::connection>(st->core.connections.registry, peer);
       if (refused) conn->refuse();
       auto stream = st->transport.make_stream(std::move(socket));
       using driver = sluice::server::driver<Transport>;

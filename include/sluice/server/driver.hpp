@@ -41,9 +41,7 @@
 #include "sluice/config.hpp"
 #include "sluice/detail/exact_allocator.hpp"
 #include "sluice/detail/use_nothrow.hpp"
-#include "sluice/http/connection_state.hpp"
-#include "sluice/http/detail/connection.hpp"
-#include "sluice/http/options.hpp"
+#include "sluice/server/connection.hpp"
 #include "sluice/server/deadlines.hpp"
 #include "sluice/server/lifecycle.hpp"
 #include "sluice/server/shutdown_deadline.hpp"
@@ -89,14 +87,14 @@ inline driver_timeouts add_driver_timeouts(timeout_table& table, clock::duration
 // on_state_change and on_handler_error) must outlive it.
 struct driver_core {
   driver_core(const asio::any_io_executor& ex, const timeout_table& kinds, driver_timeouts timeouts,
-              std::size_t max_buffered, const http::server_options& options)
-      : registry(ex, kinds, options, lifecycle), timeouts(timeouts), max_buffered(max_buffered) {}
+              std::size_t max_buffered, const state_observer& observer, const error_reporter& report)
+      : registry(ex, kinds, observer, report, lifecycle), timeouts(timeouts), max_buffered(max_buffered) {}
 
   // The server's phase: changed by the server alone, read by every connection.
   sluice::server::lifecycle lifecycle;
   // Set by shutdown() where it computes its deadline, before the phase moves.
   shutdown_deadline drain_deadline;
-  http::detail::connection_registry registry;
+  connection_registry registry;
   const driver_timeouts timeouts;
   // How far the read buffer may grow: the most a protocol must hold at once.
   const std::size_t max_buffered;
@@ -109,8 +107,7 @@ template <typename Transport>
 class driver {
  public:
   using stream_type = typename Transport::stream_type;
-  using connection = http::detail::connection;
-  using connection_state = http::connection_state;
+  using connection = sluice::server::connection;
 
   // What a connection's frame owns. Members are destroyed in reverse order:
   // the stream first, then the connection, which leaves the registry in its
@@ -292,8 +289,8 @@ class driver {
     }
   };
 
-  http::detail::connection_registry::end_reason end_reason() const {
-    using r = http::detail::connection_registry::end_reason;
+  connection_registry::end_reason end_reason() const {
+    using r = connection_registry::end_reason;
     if (conn_->close_requested()) return r::idle_closed;
     // Its last response was out: whatever cut the lingering short, it completed.
     if (conn_->state() == connection_state::closing) return r::completed;

@@ -14,7 +14,7 @@
 //   drain_announced  readiness: server::draining() and request::server_draining()
 //                    say true; everything else goes on, new connections included.
 //   draining         the listeners are closed; every connection got drain()
-//                    (see http/detail/connection.hpp): idle ones close, busy
+//                    (see server/connection.hpp): idle ones close, busy
 //                    ones answer with "Connection: close", upgraded ones run
 //                    their on_drain hook.
 //   forcing          sessions are cancelled through their scope: an

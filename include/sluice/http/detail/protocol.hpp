@@ -12,8 +12,6 @@
 #include "sluice/config.hpp"
 #include "sluice/detail/thread_local_pool.hpp"
 #include "sluice/http/connection_state.hpp"
-#include "sluice/http/detail/connection.hpp"
-#include "sluice/http/detail/disconnect_watch.hpp"
 #include "sluice/http/error.hpp"
 #include "sluice/http/message.hpp"
 #include "sluice/http/options.hpp"
@@ -46,6 +44,8 @@ namespace sluice::http::detail {
 
 using handler_function = std::function<asio::awaitable<response>(request&)>;
 using sluice::server::add_driver_timeouts;
+using sluice::server::timeout_kind;
+using sluice::server::timeout_table;
 using sluice::server::on_expiry;
 using sluice::server::saturated;
 
@@ -69,7 +69,8 @@ struct server_core {
       : options(std::move(o)),
         handler(std::move(h)),
         timeouts(options),
-        connections(ex, timeouts.table, timeouts.driver, options.limits.max_head_bytes + 1024, options) {}
+        connections(ex, timeouts.table, timeouts.driver, options.limits.max_head_bytes + 1024, options.on_state_change,
+                    options.on_handler_error) {}
   const server_options options;
   const handler_function handler;
   const http_timeouts timeouts;
@@ -334,7 +335,7 @@ class protocol final : body_source, body_sink {
     return res;
   }
 
-  void report(std::exception_ptr e) { report_handler_error(core_.options, e); }
+  void report(std::exception_ptr e) { sluice::server::report_error(core_.options.on_handler_error, e); }
 
   asio::awaitable<bool> write_response(const request_head& head, response& res, bool& keep, bool upgrading) {
     const bool http10 = head.version_minor == 0;

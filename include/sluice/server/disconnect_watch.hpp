@@ -1,6 +1,6 @@
-// Internals of the HTTP server: notices, while a handler runs, that its
-// client left, and tells the handler (request::cancellation_slot(),
-// request::client_gone()).
+// Internals of the servers: notices, while a handler runs, that its client
+// left, and tells the handler (http::request::cancellation_slot(),
+// http::request::client_gone()).
 //
 // How: a readiness wait on the TCP socket, started once the request has been
 // read whole with nothing pipelined behind it, so that any input is news. On
@@ -40,7 +40,7 @@
 #include <memory>
 #include <system_error>
 
-namespace sluice::http::detail {
+namespace sluice::server {
 
 class disconnect_watch {
  public:
@@ -129,4 +129,4 @@ class disconnect_watch {
   bool gone_ = false;
 };
 
-}  // namespace sluice::http::detail
+}  // namespace sluice::server

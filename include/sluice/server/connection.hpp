@@ -1,15 +1,15 @@
-// Internals of the HTTP server: what the server knows of each connection
-// (its state, its deadline) and the registry through which close_idle() and
-// shutdown() reach them.
+// Internals of the servers, whatever protocol their connections speak: what a
+// server knows of each connection (its state, its deadline, its drain
+// signal) and the registry through which close_idle() and shutdown() reach
+// them. The protocols see a connection through server/driver.hpp.
 #pragma once
 
 #include "sluice/config.hpp"
 #include "sluice/detail/intrusive_list.hpp"
 #include "sluice/detail/scope_state.hpp"
-#include "sluice/http/connection_state.hpp"
-#include "sluice/http/detail/disconnect_watch.hpp"
-#include "sluice/http/options.hpp"
+#include "sluice/server/connection_state.hpp"
 #include "sluice/server/deadlines.hpp"
+#include "sluice/server/disconnect_watch.hpp"
 #include "sluice/server/lifecycle.hpp"
 
 #include <asio/any_io_executor.hpp>
@@ -29,20 +29,22 @@
 #include <utility>
 #include <vector>
 
-namespace sluice::http::detail {
-
-using sluice::server::deadline_hook;
-using sluice::server::deadline_lists;
-using sluice::server::timeout_kind;
-using sluice::server::timeout_table;
+namespace sluice::server {
 
 class connection;
 
-// To on_handler_error, or to stderr when it is not set; never throws.
-inline void report_handler_error(const server_options& options, std::exception_ptr e) {
+// Told of every connection state change, and of each connection's end
+// (`closed` true), on the connection's executor.
+using state_observer =
+    std::function<void(const asio::ip::tcp::endpoint& peer, connection_state from, connection_state to, bool closed)>;
+// Where what escapes a handler, an observer or a drain hook goes.
+using error_reporter = std::function<void(std::exception_ptr)>;
+
+// To `report`, or to stderr when it is empty; never throws.
+inline void report_error(const error_reporter& report, std::exception_ptr e) noexcept {
   try {
-    if (options.on_handler_error)
-      options.on_handler_error(e);
+    if (report)
+      report(e);
     else
       sluice::detail::report_to_stderr(e);
   } catch (...) {
@@ -54,12 +56,15 @@ inline void report_handler_error(const server_options& options, std::exception_p
 // reading them takes no lock; the list serves close_idle() and shutdown().
 class connection_registry {
  public:
-  // `options` (its on_state_change and on_handler_error) and `lifecycle` must outlive the registry.
-  connection_registry(const asio::any_io_executor& ex, const timeout_table& kinds, const server_options& options,
-                      const sluice::server::lifecycle& lifecycle)
-      : options_(options), lifecycle_(lifecycle), deadlines_(std::make_shared<deadline_lists<connection>>(ex, kinds)) {}
+  // `observer`, `report` and `lifecycle` must outlive the registry.
+  connection_registry(const asio::any_io_executor& ex, const timeout_table& kinds, const state_observer& observer,
+                      const error_reporter& report, const lifecycle& lifecycle)
+      : observer_(observer),
+        report_(report),
+        lifecycle_(lifecycle),
+        deadlines_(std::make_shared<deadline_lists<connection>>(ex, kinds)) {}
 
-  bool observed() const { return static_cast<bool>(options_.on_state_change); }
+  bool observed() const { return static_cast<bool>(observer_); }
 
   state_counts counts() const {
     state_counts c;
@@ -109,8 +114,9 @@ class connection_registry {
   void count_in(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_relaxed); }
   void count_out(connection_state s) { by_state_[static_cast<std::size_t>(s)].fetch_sub(1, std::memory_order_relaxed); }
 
-  const server_options& options_;
-  const sluice::server::lifecycle& lifecycle_;
+  const state_observer& observer_;
+  const error_reporter& report_;
+  const lifecycle& lifecycle_;
   const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
@@ -232,9 +238,9 @@ class connection : public deadline_hook,
   void tell_observer(connection_state from, connection_state to, bool closed) noexcept {
     if (!peer_) return;
     try {
-      registry_.options_.on_state_change(*peer_, from, to, closed);
+      registry_.observer_(*peer_, from, to, closed);
     } catch (...) {
-      report_handler_error(registry_.options_, std::current_exception());
+      report_error(registry_.report_, std::current_exception());
     }
   }
 
@@ -246,7 +252,7 @@ class connection : public deadline_hook,
     try {
       fn();
     } catch (...) {
-      report_handler_error(registry_.options_, std::current_exception());
+      report_error(registry_.report_, std::current_exception());
     }
   }
 
@@ -306,4 +312,4 @@ inline void connection_registry::drain_all() {
   for_each_connection([](connection& c) { c.drain(); });
 }
 
-}  // namespace sluice::http::detail
+}  // namespace sluice::server
