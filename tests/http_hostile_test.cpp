@@ -71,7 +71,7 @@ class heap_watch {
   std::size_t peak_ = start_;
 };
 
-awaitable<http::response> ok(http::request&) { co_return http::response::text(200, "ok\n"); }
+awaitable<http::response> answers_ok(http::request&) { co_return http::response::text(200, "ok\n"); }
 
 awaitable<http::response> read_then_ok(http::request& req) {
   co_await req.read_body();
@@ -135,7 +135,7 @@ TEST_CASE("slowloris on the head: cut at header_timeout however steadily it tric
   asio::io_context io;
   auto options = long_timeouts();
   options.header_timeout = 300ms;
-  http::server srv(io.get_executor(), ok, options);
+  http::server srv(io.get_executor(), answers_ok, options);
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   const std::string head = endless_head();
@@ -267,7 +267,7 @@ TEST_CASE("an idle keep-alive connection holds under 2 KiB of server heap (1,000
   REQUIRE(files.rlim_cur >= 2 * connections + 64);  // both ends are in this process
 
   asio::io_context io(1);
-  http::server srv(io.get_executor(), ok, long_timeouts());
+  http::server srv(io.get_executor(), answers_ok, long_timeouts());
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   const auto once_each = [&](std::vector<tcp::socket>& clients) -> awaitable<void> {

@@ -27,7 +27,7 @@ using cs = sluice::http::connection_state;
 
 namespace {
 
-awaitable<http::response> hello(http::request&) { co_return http::response::text(200, "hello\n"); }
+awaitable<http::response> answers_hello(http::request&) { co_return http::response::text(200, "hello\n"); }
 
 std::string what(std::exception_ptr e) {
   try {
@@ -45,7 +45,7 @@ std::string what(std::exception_ptr e) {
 // holds writes into that state when destroyed.
 TEST_CASE("an unstopped server destroyed with an idle keep-alive connection: its session ends when the loop runs") {
   asio::io_context io(1);
-  std::optional<http::server> srv(std::in_place, io.get_executor(), hello, long_timeouts());
+  std::optional<http::server> srv(std::in_place, io.get_executor(), answers_hello, long_timeouts());
   auto ep = srv->listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {
     auto c = co_await idle_client(ep);
@@ -58,7 +58,7 @@ TEST_CASE("an unstopped server destroyed with an idle keep-alive connection: its
 TEST_CASE("an unstopped server destroyed with an idle keep-alive connection, then its io_context unrun") {
   const auto baseline = open_descriptors();
   std::optional<asio::io_context> io(std::in_place, 1);
-  std::optional<http::server> srv(std::in_place, io->get_executor(), hello, long_timeouts());
+  std::optional<http::server> srv(std::in_place, io->get_executor(), answers_hello, long_timeouts());
   auto ep = srv->listen(loopback_any);
   std::optional<http_client> c;
   run_guarded(*io, [&]() -> awaitable<void> { c.emplace(co_await idle_client(ep)); });
@@ -84,7 +84,7 @@ TEST_CASE("a throwing on_state_change goes to on_handler_error; the connection i
     errors.push_back(what(e));
     reported.notify();
   };
-  http::server srv(io.get_executor(), hello, options);
+  http::server srv(io.get_executor(), answers_hello, options);
   auto ep = srv.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {
     auto c = co_await idle_client(ep);
@@ -109,11 +109,11 @@ TEST_CASE("timeouts of milliseconds::max() never expire instead of overflowing i
   http::server_options never;
   never.header_timeout = never.idle_timeout = never.body_timeout = never.write_timeout = never.linger_timeout =
       never.handshake_timeout = std::chrono::milliseconds::max();
-  http::server patient(io.get_executor(), hello, never);
+  http::server patient(io.get_executor(), answers_hello, never);
   auto patient_ep = patient.listen(loopback_any);
   auto brisk_options = long_timeouts();
   brisk_options.idle_timeout = std::chrono::milliseconds(100);
-  http::server brisk(io.get_executor(), hello, brisk_options);
+  http::server brisk(io.get_executor(), answers_hello, brisk_options);
   auto brisk_ep = brisk.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {
     auto kept = co_await idle_client(patient_ep);
@@ -163,7 +163,7 @@ TEST_CASE("drain_delay = milliseconds::max() lasts the whole grace period instea
   asio::io_context io(1);
   auto options = long_timeouts();
   options.drain_delay = std::chrono::milliseconds::max();
-  http::server srv(io.get_executor(), hello, options);
+  http::server srv(io.get_executor(), answers_hello, options);
   auto ep = srv.listen(loopback_any);
   auto served_while_draining = [&]() -> awaitable<void> {
     auto c = co_await http_client::connect(ep);
@@ -190,7 +190,7 @@ TEST_CASE("a shutdown cancelled while a hook runs: the hook's later exception st
     error = what(e);
     reported.set();
   };
-  std::optional<http::server> srv(std::in_place, io.get_executor(), hello, options);
+  std::optional<http::server> srv(std::in_place, io.get_executor(), answers_hello, options);
   srv->listen(loopback_any);
   std::error_code hook_saw;
   srv->on_shutdown([&]() -> awaitable<void> {
