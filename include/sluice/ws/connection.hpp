@@ -57,6 +57,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <vector>
 
 namespace sluice::ws {
@@ -156,7 +157,7 @@ class connection {
   std::unique_ptr<compression> compression_;  // set when permessage-deflate was agreed
   message_reader reader_;
   std::string pending_;  // bytes received after the last event; empty (no buffer) when idle
-  std::string subprotocol_;
+  const std::string& subprotocol_;  // in the agreement, which outlives the connection (see detail::serve)
   std::string end_reason_;
   std::shared_ptr<keepalive_timer> keepalive_;
   std::unique_ptr<asio::steady_timer> write_done_;  // where writes queue; made at the first contention
@@ -283,12 +284,10 @@ inline asio::awaitable<message> connection::read() {
     std::span<char> in(pending_);
     if (in.empty()) {
       std::error_code ec;
-      try {
+      {
         const detail::waiting_guard waiting(reader_waiting_);
         woken_ = false;
-        co_await up_.wait_readable();
-      } catch (const std::system_error& e) {
-        ec = e.code();
+        std::tie(ec) = co_await up_.wait_readable();
       }
       if (!ec) in = take_input(ec);
       if (ec == asio::error::would_block) {
