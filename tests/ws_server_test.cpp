@@ -347,12 +347,12 @@ TEST_CASE("over TLS (no readiness wait there) a WebSocket echoes, and shutdown(g
   });
 }
 
-TEST_CASE("an idle WebSocket holds under 3,700 bytes of server heap (400 connections)") {
+TEST_CASE("an idle WebSocket holds under 3,600 bytes of server heap (400 connections)") {
   // As http_hostile_test measures an idle keep-alive connection: one thread (concurrency hint 1),
   // caches warmed by one WebSocket first, the clients' sockets opened before the measurement and
   // driven one after another through one buffer, so that only the server's heap grows with them.
   // Each WebSocket waits in read() for its next message, what an idle echo server holds. Measured
-  // 3,574 bytes (5,800 before the upgrade ran outside the request's frame); the issue's target
+  // 3,470 bytes (5,800 before the upgrade ran outside the request's frame); the issue's target
   // is 3,072.
   if (!heap_measurable) {
     MESSAGE("skipped: heap per connection is measured with mallinfo2, meaningless under a sanitizer");
@@ -409,5 +409,5 @@ TEST_CASE("an idle WebSocket holds under 3,700 bytes of server heap (400 connect
   run_guarded(io, [&]() { return until_websockets(connections); });
   const double per_connection = double(heap_in_use() - before) / connections;
   MESSAGE("server heap per idle WebSocket: ", per_connection, " bytes");
-  CHECK(per_connection < 3700);
+  CHECK(per_connection < 3600);
 }

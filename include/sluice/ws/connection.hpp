@@ -135,7 +135,7 @@ class connection {
     deflater out;
   };
 
-  connection(http::upgraded& up, const options& o, const detail::agreement& a);
+  connection(http::upgraded& up, const detail::serve_args& args);
 
   std::span<char> take_input(std::error_code& ec);
   asio::awaitable<void> read_waiting();
@@ -183,8 +183,11 @@ struct waiting_guard {
   ~waiting_guard() { flag = false; }
 };
 
+// What a WebSocket keeps of accept()'s arguments while it runs: only what the connection needs
+// after the handshake (the upgrade function's closure holds it for as long).
 struct serve_args {
-  options opts;
+  std::size_t max_message;
+  std::chrono::steady_clock::duration keepalive;
   agreement agreed;
   std::function<asio::awaitable<void>(connection&)> fn;
 };
@@ -211,20 +214,21 @@ struct connection::keepalive_timer {
   connection* owner;
 };
 
-inline connection::connection(http::upgraded& up, const options& o, const detail::agreement& a)
+inline connection::connection(http::upgraded& up, const detail::serve_args& args)
     : up_(up),
-      compression_(a.deflate ? new compression{inflater(a.deflate->client_context_takeover),
-                                               deflater(a.deflate->server_max_window_bits,
-                                                        a.deflate->server_context_takeover)}
-                             : nullptr),
-      reader_({o.max_message, compression_ ? &compression_->in : nullptr}),
-      subprotocol_(a.subprotocol) {
+      compression_(args.agreed.deflate
+                       ? new compression{inflater(args.agreed.deflate->client_context_takeover),
+                                         deflater(args.agreed.deflate->server_max_window_bits,
+                                                  args.agreed.deflate->server_context_takeover)}
+                       : nullptr),
+      reader_({args.max_message, compression_ ? &compression_->in : nullptr}),
+      subprotocol_(args.agreed.subprotocol) {
   up_.set_state(http::connection_state::websocket);
   up_.on_drain([this] {
     draining_ = true;
     wake_reader();
   });
-  if (o.keepalive.count() > 0) start_keepalive(o.keepalive);
+  if (args.keepalive.count() > 0) start_keepalive(args.keepalive);
 }
 
 inline connection::~connection() {

@@ -252,11 +252,13 @@ class protocol final : body_source, body_sink {
       std::function<void()> drain_hook;
     };
     d_.set_state(connection_state::upgraded);
+    // In this frame, which has room for it, rather than in a block of its own.
+    const upgrade_function run = std::move(*std::exchange(upgrade_, nullptr));
     driver_stream stream(d_);
     upgraded taken(stream, d_.take_buffered());
     std::exception_ptr failure;
     try {
-      co_await (*upgrade_)(taken);
+      co_await run(taken);
     } catch (const std::system_error& e) {
       if (e.code() == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
       // The peer leaving is how an upgraded connection normally ends.
