@@ -550,9 +550,10 @@ class protocol final : body_source, body_sink {
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
   bool in_handler_ = false;
   bool watch_asked_ = false;  // by this request's handler: watch once its body is read
-  // The upgrade function of the response that switched protocols, kept while
-  // it runs: its coroutine may refer to what it captured. On the heap, as an
-  // idle HTTP connection should not pay for a std::function it rarely needs.
+  // The upgrade function of the response that switched protocols, from
+  // serve_request() to serve_upgraded(), whose frame keeps it while it runs
+  // (its coroutine may refer to what it captured). Boxed, as an idle HTTP
+  // connection should not pay for a std::function it rarely needs.
   using upgrade_function = std::function<asio::awaitable<void>(upgraded&)>;
   std::unique_ptr<upgrade_function> upgrade_;
 };
