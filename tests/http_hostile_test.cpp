@@ -12,12 +12,12 @@
 #include "sluice/http/server.hpp"
 
 #include "support/async_test.hpp"
+#include "support/heap.hpp"
 #include "support/http_client.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <doctest/doctest.h>
-#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -28,29 +28,10 @@
 #include <string_view>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SLUICE_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SLUICE_TEST_SANITIZED 1
-#endif
-#endif
-
 using namespace sluice::test;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
-
-#ifdef SLUICE_TEST_SANITIZED
-constexpr bool heap_measurable = false;
-#else
-constexpr bool heap_measurable = true;
-#endif
-
-std::size_t heap_in_use() {
-  const auto m = mallinfo2();
-  return m.uordblks + m.hblkhd;
-}
 
 // The largest heap growth seen at the sample() calls since construction. The clients are in the
 // same process: what they allocate counts too (an http_client holds a 16 KiB buffer), so the

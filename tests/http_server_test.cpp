@@ -725,7 +725,10 @@ TEST_CASE("an upgraded connection: set_state(websocket) is counted; wait_readabl
     u.set_state(cs::websocket);
     char buf[3];
     for (;;) {
-      co_await u.wait_readable();
+      if (auto [ec] = co_await u.wait_readable(); ec) {
+        ended = ec;
+        co_return;
+      }
       for (;;) {
         std::error_code ec;
         const std::size_t n = u.try_read_some(asio::buffer(buf), ec);

@@ -31,6 +31,7 @@
 #include "sluice/http/parser.hpp"
 
 #include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
 #include <asio/buffer.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/ip/tcp.hpp>
@@ -43,6 +44,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 namespace sluice::http {
@@ -68,6 +70,9 @@ struct body_sink {
   ~body_sink() = default;
 };
 
+// A wait for input that is over at once, shaped as upgraded::wait_readable's.
+inline asio::awaitable<std::tuple<std::error_code>> readable_now() { co_return std::tuple<std::error_code>{}; }
+
 // A connection handed over by upgrade, its stream's type erased: what
 // http::upgraded needs of the session (each member is documented there).
 struct upgraded_connection {
@@ -75,7 +80,7 @@ struct upgraded_connection {
   virtual asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer) = 0;
   virtual asio::awaitable<void> write(asio::const_buffer data) = 0;
   virtual asio::ip::tcp::socket& socket() = 0;
-  virtual asio::awaitable<void> wait_readable() = 0;
+  virtual asio::awaitable<std::tuple<std::error_code>> wait_readable() = 0;
   virtual std::size_t try_read_some(asio::mutable_buffer buffer, std::error_code& ec) = 0;
   virtual void on_drain(std::function<void()> fn) = 0;
   virtual void set_state(connection_state s) = 0;
@@ -215,8 +220,7 @@ class body_writer {
 // (the upgrade function runs there) and only while the upgrade function runs.
 class upgraded {
  public:
-  upgraded(std::unique_ptr<detail::upgraded_connection> conn, std::string leftover)
-      : conn_(std::move(conn)), leftover_(std::move(leftover)) {}
+  upgraded(detail::upgraded_connection& conn, std::string leftover) : conn_(&conn), leftover_(std::move(leftover)) {}
 
   // Reads what is available: first the bytes read before the hand-over.
   // Throws std::system_error (asio::error::eof at the end).
@@ -229,11 +233,14 @@ class upgraded {
 
   // Waits until input is there, holding no buffer where the transport allows
   // (plain TCP; the wait is allocated to its exact size like the server's
-  // idle wait). Over TLS it completes at once. Completes at once when bytes
-  // read before the hand-over are left. Throws std::system_error.
-  asio::awaitable<void> wait_readable() {
-    if (!leftover_.empty()) co_return;
-    co_await conn_->wait_readable();
+  // idle wait, and no coroutine frame stands between it and the caller).
+  // Over TLS it completes at once. Completes at once when bytes read before
+  // the hand-over are left. Completes with the error that ended the wait
+  // (operation_aborted when the socket's operations were cancelled):
+  //     auto [ec] = co_await up.wait_readable();
+  asio::awaitable<std::tuple<std::error_code>> wait_readable() {
+    if (!leftover_.empty()) return detail::readable_now();
+    return conn_->wait_readable();
   }
 
   // Reads what is there without waiting (leftover bytes first); sets ec to
@@ -270,7 +277,7 @@ class upgraded {
     return n;
   }
 
-  std::unique_ptr<detail::upgraded_connection> conn_;
+  detail::upgraded_connection* conn_;
   std::string leftover_;
 };
 

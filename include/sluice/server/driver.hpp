@@ -24,12 +24,14 @@
 //                                   for the first input
 //   asio::awaitable<next> serve_one()
 //                                   input is in buffer(): serves what it
-//                                   starts (a request and its response)
+//                                   starts (a request and its response);
+//                                   after next::upgrade, called again at
+//                                   once: runs the protocol switched to
 //   bool input_unfinished() const   after the last response: the peer may
 //                                   still send what the protocol left unread
-// An upgrade runs the next protocol from within serve_one, on the same driver
-// (see http::detail::protocol::hand_over): registration, counts, deadlines
-// and drain stay the connection's.
+// An upgrade runs the next protocol on the same driver, once serve_one has
+// returned (so the request that asked for it holds no memory meanwhile):
+// registration, counts, deadlines and drain stay the connection's.
 //
 // Thread safety: a driver and its protocol are used on the connection's
 // executor (a strand) only.
@@ -100,8 +102,11 @@ struct driver_core {
   const std::size_t max_buffered;
 };
 
-// What a protocol's serve_one() asks of the driver next.
-enum class next { keep_alive, close, abort };
+// What a protocol's serve_one() asks of the driver next. upgrade: call
+// serve_one() again at once, which runs the protocol switched to (the frame
+// of the request that asked for it is gone by then); it ends with abort, the
+// switched-to protocol having said its goodbye, if it has one.
+enum class next { keep_alive, close, abort, upgrade };
 
 template <typename Transport>
 class driver {
@@ -170,10 +175,15 @@ class driver {
         }
       }
       d.set_state(connection_state::reading);
-      switch (co_await protocol.serve_one()) {
+      // One co_await for both: each costs the frame of every connection.
+      next what;
+      do what = co_await protocol.serve_one();
+      while (what == next::upgrade);
+      switch (what) {
         case next::keep_alive: continue;
         case next::close: co_await d.close_after_last_response(protocol.input_unfinished()); co_return;
-        case next::abort: co_return;
+        case next::abort:
+        case next::upgrade: co_return;
       }
     }
   }

@@ -57,6 +57,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <vector>
 
 namespace sluice::ws {
@@ -134,7 +135,7 @@ class connection {
     deflater out;
   };
 
-  connection(http::upgraded& up, const options& o, const detail::agreement& a);
+  connection(http::upgraded& up, const detail::serve_args& args);
 
   std::span<char> take_input(std::error_code& ec);
   asio::awaitable<void> read_waiting();
@@ -156,7 +157,7 @@ class connection {
   std::unique_ptr<compression> compression_;  // set when permessage-deflate was agreed
   message_reader reader_;
   std::string pending_;  // bytes received after the last event; empty (no buffer) when idle
-  std::string subprotocol_;
+  const std::string& subprotocol_;  // in the agreement, which outlives the connection (see detail::serve)
   std::string end_reason_;
   std::shared_ptr<keepalive_timer> keepalive_;
   std::unique_ptr<asio::steady_timer> write_done_;  // where writes queue; made at the first contention
@@ -182,8 +183,11 @@ struct waiting_guard {
   ~waiting_guard() { flag = false; }
 };
 
+// What a WebSocket keeps of accept()'s arguments while it runs: only what the connection needs
+// after the handshake (the upgrade function's closure holds it for as long).
 struct serve_args {
-  options opts;
+  std::size_t max_message;
+  std::chrono::steady_clock::duration keepalive;
   agreement agreed;
   std::function<asio::awaitable<void>(connection&)> fn;
 };
@@ -210,20 +214,21 @@ struct connection::keepalive_timer {
   connection* owner;
 };
 
-inline connection::connection(http::upgraded& up, const options& o, const detail::agreement& a)
+inline connection::connection(http::upgraded& up, const detail::serve_args& args)
     : up_(up),
-      compression_(a.deflate ? new compression{inflater(a.deflate->client_context_takeover),
-                                               deflater(a.deflate->server_max_window_bits,
-                                                        a.deflate->server_context_takeover)}
-                             : nullptr),
-      reader_({o.max_message, compression_ ? &compression_->in : nullptr}),
-      subprotocol_(a.subprotocol) {
+      compression_(args.agreed.deflate
+                       ? new compression{inflater(args.agreed.deflate->client_context_takeover),
+                                         deflater(args.agreed.deflate->server_max_window_bits,
+                                                  args.agreed.deflate->server_context_takeover)}
+                       : nullptr),
+      reader_({args.max_message, compression_ ? &compression_->in : nullptr}),
+      subprotocol_(args.agreed.subprotocol) {
   up_.set_state(http::connection_state::websocket);
   up_.on_drain([this] {
     draining_ = true;
     wake_reader();
   });
-  if (o.keepalive.count() > 0) start_keepalive(o.keepalive);
+  if (args.keepalive.count() > 0) start_keepalive(args.keepalive);
 }
 
 inline connection::~connection() {
@@ -283,12 +288,10 @@ inline asio::awaitable<message> connection::read() {
     std::span<char> in(pending_);
     if (in.empty()) {
       std::error_code ec;
-      try {
+      {
         const detail::waiting_guard waiting(reader_waiting_);
         woken_ = false;
-        co_await up_.wait_readable();
-      } catch (const std::system_error& e) {
-        ec = e.code();
+        std::tie(ec) = co_await up_.wait_readable();
       }
       if (!ec) in = take_input(ec);
       if (ec == asio::error::would_block) {

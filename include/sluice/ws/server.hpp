@@ -57,7 +57,7 @@ http::response accept(const http::request& req, const options& opts, handler fn)
 inline bool is_upgrade(const http::request& req) { return req.headers().has_token("upgrade", "websocket"); }
 
 inline asio::awaitable<void> detail::serve(const serve_args& args, http::upgraded& up) {
-  connection ws(up, args.opts, args.agreed);
+  connection ws(up, args);
   std::exception_ptr failure;
   try {
     co_await args.fn(ws);
@@ -97,7 +97,8 @@ inline http::response accept(const http::request& req, const options& opts, hand
   if (agreed.deflate) res.headers.add("Sec-WebSocket-Extensions", deflate_response(*agreed.deflate));
   // The server keeps the response, this closure with it, until the upgrade function has
   // returned: the coroutine refers to the closure's arguments instead of holding a copy.
-  res.upgrade = [args = detail::serve_args{opts, std::move(agreed), std::move(fn)}](http::upgraded& up) {
+  res.upgrade = [args = detail::serve_args{opts.max_message, opts.keepalive, std::move(agreed), std::move(fn)}](
+                    http::upgraded& up) {
     return detail::serve(args, up);
   };
   return res;

@@ -38,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
 #include <utility>
 
 namespace sluice::http::detail {
@@ -129,8 +130,12 @@ class protocol final : body_source, body_sink {
   // of a request answered with an error.
   bool input_unfinished() const { return !body_done_ || closing_mid_request_; }
 
-  // Serves the request whose bytes are in the driver's buffer.
-  asio::awaitable<next> serve_one() {
+  // Serves the request whose bytes are in the driver's buffer, or, after a
+  // response that switched protocols, the protocol switched to.
+  asio::awaitable<next> serve_one() { return upgrade_ ? serve_upgraded() : serve_request(); }
+
+ private:
+  asio::awaitable<next> serve_request() {
     pooled_parser pooled(core_.options.limits);
     request_parser& parser = *pooled;
     if (auto failed = co_await read_head(parser)) co_return *failed;
@@ -193,8 +198,10 @@ class protocol final : body_source, body_sink {
 
     if (!co_await write_response(head, res, keep, upgrading)) co_return next::abort;
     if (upgrading) {
-      co_await hand_over(res);
-      co_return next::abort;
+      // Run by the driver once this request is gone (parser, head, response,
+      // this frame): an upgraded connection may stay for hours.
+      upgrade_ = std::make_unique<upgrade_function>(std::move(res.upgrade));
+      co_return next::upgrade;
     }
     if (!keep) co_return next::close;
     if (!body_done_) {
@@ -208,7 +215,62 @@ class protocol final : body_source, body_sink {
     co_return next::keep_alive;
   }
 
- private:
+  // After serve_request() said next::upgrade: hands the stream, the bytes read
+  // past the head and the connection's hooks to the upgrade function. The
+  // protocol it speaks runs on the same driver, which keeps the connection
+  // registered and counted (in state `upgraded` until the protocol names its
+  // own) and tells it of a drain.
+  asio::awaitable<next> serve_upgraded() {
+    // Over the driver rather than the bare stream: the upgraded protocol
+    // uses the driver's services (its state, its wait for input, its drain).
+    struct driver_stream final : upgraded_connection {
+      explicit driver_stream(driver& d) : d(d) {}
+      // The upgrade function has returned: nothing its hook refers to is left.
+      ~driver_stream() override { d.set_drain_hook(nullptr); }
+      asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
+        co_return co_await d.stream().async_read_some(b, asio::use_awaitable);
+      }
+      asio::awaitable<void> write(asio::const_buffer b) override {
+        co_await asio::async_write(d.stream(), b, asio::use_awaitable);
+      }
+      asio::ip::tcp::socket& socket() override { return Transport::socket(d.stream()); }
+      // The driver's own wait, not a coroutine around it: an idle upgraded
+      // connection holds no frame for it.
+      asio::awaitable<std::tuple<std::error_code>> wait_readable() override {
+        if constexpr (Transport::readiness_wait) return d.readable();
+        else return readable_now();
+      }
+      std::size_t try_read_some(asio::mutable_buffer b, std::error_code& ec) override {
+        return Transport::try_read_some(d.stream(), b, ec);
+      }
+      void on_drain(std::function<void()> fn) override {
+        drain_hook = std::move(fn);
+        d.set_drain_hook(&drain_hook);
+      }
+      void set_state(connection_state state) override { d.set_state(state); }
+      asio::any_io_executor get_executor() override { return d.executor(); }
+      driver& d;
+      std::function<void()> drain_hook;
+    };
+    d_.set_state(connection_state::upgraded);
+    // In this frame, which has room for it, rather than in a block of its own.
+    const upgrade_function run = std::move(*std::exchange(upgrade_, nullptr));
+    driver_stream stream(d_);
+    upgraded taken(stream, d_.take_buffered());
+    std::exception_ptr failure;
+    try {
+      co_await run(taken);
+    } catch (const std::system_error& e) {
+      if (e.code() == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
+      // The peer leaving is how an upgraded connection normally ends.
+      if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (failure) report(failure);
+    co_return next::abort;
+  }
+
   // RFC 9110 9.3.6: a CONNECT request has no content, so one that declares
   // some is read differently by different servers. Refused rather than
   // guessed at: its tunnel would start where another reader sees a body.
@@ -476,58 +538,6 @@ class protocol final : body_source, body_sink {
     }
   }
 
-  // Hands the stream, the bytes read past the head and the connection's
-  // hooks to the upgrade function: the protocol it speaks runs on the same
-  // driver, which keeps the connection registered and counted (in state
-  // `upgraded` until the protocol names its own) and tells it of a drain.
-  asio::awaitable<void> hand_over(response& res) {
-    // Over the driver rather than the bare stream: the upgraded protocol
-    // uses the driver's services (its state, its wait for input, its drain).
-    struct driver_stream final : upgraded_connection {
-      explicit driver_stream(driver& d) : d(d) {}
-      // The upgrade function has returned: nothing its hook refers to is left.
-      ~driver_stream() override { d.set_drain_hook(nullptr); }
-      asio::awaitable<std::size_t> read_some(asio::mutable_buffer b) override {
-        co_return co_await d.stream().async_read_some(b, asio::use_awaitable);
-      }
-      asio::awaitable<void> write(asio::const_buffer b) override {
-        co_await asio::async_write(d.stream(), b, asio::use_awaitable);
-      }
-      asio::ip::tcp::socket& socket() override { return Transport::socket(d.stream()); }
-      asio::awaitable<void> wait_readable() override {
-        if constexpr (Transport::readiness_wait) {
-          auto wait = d.readable();
-          auto [ec] = co_await std::move(wait);
-          if (ec) throw std::system_error(ec, "sluice: waiting for input on an upgraded connection");
-        }
-      }
-      std::size_t try_read_some(asio::mutable_buffer b, std::error_code& ec) override {
-        return Transport::try_read_some(d.stream(), b, ec);
-      }
-      void on_drain(std::function<void()> fn) override {
-        drain_hook = std::move(fn);
-        d.set_drain_hook(&drain_hook);
-      }
-      void set_state(connection_state state) override { d.set_state(state); }
-      asio::any_io_executor get_executor() override { return d.executor(); }
-      driver& d;
-      std::function<void()> drain_hook;
-    };
-    d_.set_state(connection_state::upgraded);
-    upgraded taken(std::make_unique<driver_stream>(d_), d_.take_buffered());
-    std::exception_ptr failure;
-    try {
-      co_await res.upgrade(taken);
-    } catch (const std::system_error& e) {
-      if (e.code() == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
-      // The peer leaving is how an upgraded connection normally ends.
-      if (e.code() != asio::error::eof && e.code() != asio::error::connection_reset) failure = std::current_exception();
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    if (failure) report(failure);
-  }
-
   driver& d_;
   server_core& core_;
   request_parser* parser_ = nullptr;
@@ -541,6 +551,12 @@ class protocol final : body_source, body_sink {
   bool closing_mid_request_ = false;  // an error was answered before the request was all read
   bool in_handler_ = false;
   bool watch_asked_ = false;  // by this request's handler: watch once its body is read
+  // The upgrade function of the response that switched protocols, from
+  // serve_request() to serve_upgraded(), whose frame keeps it while it runs
+  // (its coroutine may refer to what it captured). Boxed, as an idle HTTP
+  // connection should not pay for a std::function it rarely needs.
+  using upgrade_function = std::function<asio::awaitable<void>(upgraded&)>;
+  std::unique_ptr<upgrade_function> upgrade_;
 };
 
 }  // namespace sluice::http::detail
