@@ -181,8 +181,15 @@ class connection : public deadline_hook,
   // True once drain() reached this connection.
   bool drain_signalled() const { return drained_; }
   // Tells the running handler that its client left. Here rather than in the
-  // session's frame: its wait may complete after the frame is gone.
-  disconnect_watch& disconnect() { return disconnect_; }
+  // session's frame: its wait may complete after the frame is gone. Made on
+  // the first handler's first question: a connection whose handlers never
+  // ask keeps one pointer for it, not the watch.
+  disconnect_watch& disconnect() {
+    if (!disconnect_) disconnect_ = std::make_unique<disconnect_watch>();
+    return *disconnect_;
+  }
+  // The watch if a handler ever asked for it, else null.
+  disconnect_watch* disconnect_if_asked() { return disconnect_.get(); }
 
   // Accepted beyond tcp.max_connections: its first request is answered 503
   // with "Connection: close". Set before the session starts.
@@ -271,7 +278,7 @@ class connection : public deadline_hook,
   connection_state state_ = connection_state::fresh;
   timeout_kind timed_out_ = timeout_kind::none;
   std::function<void()>* drain_hook_ = nullptr;
-  disconnect_watch disconnect_;
+  std::unique_ptr<disconnect_watch> disconnect_;
   bool close_requested_ = false;
   bool refused_ = false;
   bool drained_ = false;

@@ -356,7 +356,7 @@ class protocol final : body_source, body_sink {
       handler_running(protocol& self, asio::cancellation_slot slot) : p(self), own(slot) { p.in_handler_ = true; }
       ~handler_running() {
         p.in_handler_ = p.watch_asked_ = false;
-        p.d_.conn().disconnect().end_request(own);
+        if (auto* watch = p.d_.conn().disconnect_if_asked()) watch->end_request(own);
       }
     };
     const auto own_state = co_await asio::this_coro::cancellation_state;
@@ -373,7 +373,7 @@ class protocol final : body_source, body_sink {
       }
       if (code == asio::error::operation_aborted && d_.core().lifecycle.forcing()) throw;  // this session is being stopped
       // The handler let the cancellation that told it of its client's leaving escape.
-      if (code == asio::error::operation_aborted && d_.conn().disconnect().client_gone()) co_return std::nullopt;
+      if (code == asio::error::operation_aborted && client_left()) co_return std::nullopt;
       failure = std::current_exception();
     } catch (...) {
       failure = std::current_exception();
@@ -507,6 +507,12 @@ class protocol final : body_source, body_sink {
   // Only once a handler asked, and only while it runs: a handler that never
   // asks costs nothing. Input is news only when the whole request was read
   // and no pipelined byte waits in the buffer.
+  // Whether the watch saw this request's client leave (never asked: no).
+  bool client_left() {
+    auto* watch = d_.conn().disconnect_if_asked();
+    return watch && watch->client_gone();
+  }
+
   void watch_disconnect() {
     if (!in_handler_) return;
     watch_asked_ = true;
