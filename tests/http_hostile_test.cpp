@@ -18,7 +18,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <doctest/doctest.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <array>
@@ -241,11 +240,7 @@ TEST_CASE("an idle keep-alive connection holds under 2 KiB of server heap (1,000
     return;
   }
   constexpr std::size_t connections = 1000;
-  rlimit files{};
-  REQUIRE(::getrlimit(RLIMIT_NOFILE, &files) == 0);
-  files.rlim_cur = std::max<rlim_t>(files.rlim_cur, std::min<rlim_t>(files.rlim_max, 2 * connections + 64));
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &files) == 0);
-  REQUIRE(files.rlim_cur >= 2 * connections + 64);  // both ends are in this process
+  REQUIRE(allow_connections(connections));  // both ends are in this process
 
   asio::io_context io(1);
   http::server srv(io.get_executor(), answers_ok, long_timeouts());

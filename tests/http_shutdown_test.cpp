@@ -233,7 +233,7 @@ TEST_CASE("a connection accepted as shutdown begins closes at once, whatever the
   // One thread: the shutdown starts after the client's connect plus `yields` turns of the loop,
   // before or after the accept and the session's registration. Whatever the interleaving, the
   // connection closes at once, unanswered, and nothing waits for the deadline. (The window
-  // between the sweep and a later registration, which session::serve covers, is not shown to be
+  // between the sweep and a later registration, which driver::serve covers, is not shown to be
   // hit on one thread.)
   asio::io_context io;
   int accepted = 0, refused = 0;

@@ -13,7 +13,6 @@
 #include <asio/ssl.hpp>
 #include <asio/write.hpp>
 #include <doctest/doctest.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <optional>
@@ -359,11 +358,7 @@ TEST_CASE("an idle WebSocket holds under 3,600 bytes of server heap (400 connect
     return;
   }
   constexpr std::size_t connections = 400;
-  rlimit files{};
-  REQUIRE(::getrlimit(RLIMIT_NOFILE, &files) == 0);
-  files.rlim_cur = std::max<rlim_t>(files.rlim_cur, std::min<rlim_t>(files.rlim_max, 2 * connections + 64));
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &files) == 0);
-  REQUIRE(files.rlim_cur >= 2 * connections + 64);  // both ends are in this process
+  REQUIRE(allow_connections(connections));  // both ends are in this process
 
   asio::io_context io(1);
   // The echo of examples/websocket_echo: one coroutine over read() (ws_echo's adds a frame).

@@ -242,7 +242,7 @@ class basic_server {
     st.tcp->stop_accepting_for_good();
     // The sweep takes the registry's lock after the phase moved: a connection
     // it misses registers later under that lock, so sees draining() and
-    // drains itself (session::serve). Each connection is told once.
+    // drains itself (server::driver::serve). Each connection is told once.
     st.core.connections.registry.drain_all();
   }
 

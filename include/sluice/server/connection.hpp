@@ -82,7 +82,7 @@ class connection_registry {
   // Gives every connection registered now connection::drain(), on its own
   // executor. Call it once the lifecycle says draining: a connection that
   // this misses registered after it took the list, under the same mutex, so
-  // it sees the lifecycle's draining() (see session::serve).
+  // it sees the lifecycle's draining() (see server::driver::serve).
   void drain_all();
 
   enum class end_reason { idle_closed, completed, forced };
