@@ -210,6 +210,21 @@ class log_lines {
   notifier changed_;
 };
 
+// A client whose ALPN list `ctx` offers nothing the server serves is refused in its handshake,
+// with one log line naming what the server wanted (`lacks`).
+awaitable<void> expect_alpn_refused(tcp::endpoint ep, asio::ssl::context& ctx, log_lines& log, std::string lacks) {
+  bool refused = false;
+  try {
+    co_await tls_client::connect(ep, ctx);
+  } catch (const std::system_error&) {
+    refused = true;
+  }
+  CHECK(refused);
+  co_await log.until_count(1);
+  CHECK(log.lines()[0].find("failed: no application protocol (the client's ALPN list lacks " + lacks + ")") !=
+        std::string::npos);
+}
+
 http::server_options test_options(state_log* log = nullptr) {
   auto o = long_timeouts();
   o.handshake_timeout = std::chrono::seconds(10);
@@ -305,16 +320,7 @@ TEST_CASE("ALPN: a client offering only h2 is refused with a log line, and the s
   stop_on_exit guard(io, srv);
   run_guarded(io, [&]() -> awaitable<void> {
     auto h2_ctx = client_context(std::string_view("\x02h2", 3));
-    bool refused = false;
-    try {
-      co_await tls_client::connect(ep, h2_ctx);
-    } catch (const std::system_error&) {
-      refused = true;
-    }
-    CHECK(refused);
-    co_await log.until_count(1);
-    CHECK(log.lines()[0].find("failed: no application protocol (the client's ALPN list lacks http/1.1)") !=
-          std::string::npos);
+    co_await expect_alpn_refused(ep, h2_ctx, log, "http/1.1");
     auto ctx = client_context();
     auto c = co_await tls_client::connect(ep, ctx);
     CHECK((co_await c.request(get("/"))).status == 200);
@@ -921,16 +927,7 @@ TEST_CASE("tcp::server over net::tls: an echo protocol with its own ALPN name, c
 
     // The HTTP server's name is not this protocol's.
     auto http_ctx = client_context();
-    bool refused = false;
-    try {
-      co_await tls_client::connect(ep, http_ctx);
-    } catch (const std::system_error&) {
-      refused = true;
-    }
-    CHECK(refused);
-    co_await log.until_count(1);
-    CHECK(log.lines()[0].find("failed: no application protocol (the client's ALPN list lacks x-echo)") !=
-          std::string::npos);
+    co_await expect_alpn_refused(ep, http_ctx, log, "x-echo");
 
     co_await srv.stop_now();
     CHECK(srv.connections() == 0);
