@@ -104,8 +104,8 @@ struct tls_shared : sluice::tls::detail::connection_settings {
   tls_options options;
   std::chrono::milliseconds handshake_timeout;
   std::string alpn_names;  // for log lines
-  mutable std::atomic<std::uint64_t> full_handshakes{0};
-  mutable std::atomic<std::uint64_t> resumed_handshakes{0};
+  std::atomic<std::uint64_t> full_handshakes{0};
+  std::atomic<std::uint64_t> resumed_handshakes{0};
 };
 
 // What an OpenSSL call needs before it can go on.
@@ -163,7 +163,7 @@ class tls_stream {
   auto async_run(Call call, Token&& token);
   template <typename Call>
   detail::ssl_wants attempt(Call& call, std::size_t& n, std::error_code& ec);
-  std::error_code failure(int ssl_error, int saved_errno) const;
+  static std::error_code failure(int ssl_error, int saved_errno);
   template <typename ConstBuffers>
   static int write_gathered(SSL* ssl, const ConstBuffers& buffers, std::size_t& n);
 
@@ -450,7 +450,7 @@ detail::ssl_wants tls_stream::attempt(Call& call, std::size_t& n, std::error_cod
   }
 }
 
-inline std::error_code tls_stream::failure(int ssl_error, int saved_errno) const {
+inline std::error_code tls_stream::failure(int ssl_error, int saved_errno) {
   std::error_code ec;
   if (ssl_error == SSL_ERROR_ZERO_RETURN)
     ec = asio::error::eof;  // close_notify
