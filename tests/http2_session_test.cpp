@@ -132,9 +132,7 @@ TEST_CASE("http2 session: a request body arrives as data, its trailers at the en
   CHECK_FALSE(s.ended);
 
   // Trailers: a HEADERS frame that ends the stream.
-  const nghttp2_nv trailer{reinterpret_cast<std::uint8_t*>(const_cast<char*>("x-sum")),
-                           reinterpret_cast<std::uint8_t*>(const_cast<char*>("42")), 5, 2, NGHTTP2_NV_FLAG_NONE};
-  nghttp2_submit_trailer(p.client.native(), id, &trailer, 1);
+  p.client.send_body(id, {}, true, {{"x-sum", "42"}});
   CHECK(p.exchange());
   CHECK(s.ended);
   CHECK(s.trailers == "x-sum=42;");

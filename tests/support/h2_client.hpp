@@ -20,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -80,10 +81,7 @@ class h2_peer {
         {":method", std::string(method)}, {":scheme", "http"}, {":path", std::string(path)},
         {":authority", "localhost"}};
     for (auto& f : extra) fields.push_back(f);
-    std::vector<nghttp2_nv> nv;
-    for (auto& [n, v] : fields)
-      nv.push_back({reinterpret_cast<std::uint8_t*>(n.data()), reinterpret_cast<std::uint8_t*>(v.data()), n.size(),
-                    v.size(), NGHTTP2_NV_FLAG_NONE});
+    auto nv = name_values(fields);
     const bool has_body = streamed || !body.empty();
     auto up = std::make_unique<upload>();
     up->data = std::move(body);
@@ -99,11 +97,14 @@ class h2_peer {
     return id;
   }
 
-  // More of a streamed request body; `last` ends it.
-  void send_body(std::int32_t id, std::string more, bool last) {
+  // More of a streamed request body; `last` ends it, with `trailers` after
+  // the last DATA frame when there are some.
+  void send_body(std::int32_t id, std::string more, bool last,
+                 std::vector<std::pair<std::string, std::string>> trailers = {}) {
     auto& up = *uploads_.at(id);
     up.data += more;
     up.done = last;
+    up.trailers = std::move(trailers);
     nghttp2_session_resume_data(session_, id);
   }
 
@@ -142,19 +143,35 @@ class h2_peer {
     std::string data;
     std::size_t sent = 0;
     bool done = true;
+    std::vector<std::pair<std::string, std::string>> trailers;
   };
+
+  static std::vector<nghttp2_nv> name_values(std::vector<std::pair<std::string, std::string>>& fields) {
+    std::vector<nghttp2_nv> nv;
+    for (auto& [n, v] : fields)
+      nv.push_back({reinterpret_cast<std::uint8_t*>(n.data()), reinterpret_cast<std::uint8_t*>(v.data()), n.size(),
+                    v.size(), NGHTTP2_NV_FLAG_NONE});
+    return nv;
+  }
 
   static h2_peer& self(void* p) { return *static_cast<h2_peer*>(p); }
 
-  static ssize_t read_upload(nghttp2_session*, std::int32_t, std::uint8_t* buf, std::size_t length,
+  // Trailers go from here, as nghttp2 wants them: the last DATA frame then
+  // leaves the stream open for them.
+  static ssize_t read_upload(nghttp2_session* session, std::int32_t id, std::uint8_t* buf, std::size_t length,
                              std::uint32_t* flags, nghttp2_data_source* source, void*) {
     auto& up = *static_cast<upload*>(source->ptr);
     const std::size_t n = std::min(length, up.data.size() - up.sent);
     if (n > 0) std::memcpy(buf, up.data.data() + up.sent, n);
     up.sent += n;
     if (up.sent == up.data.size()) {
+      if (!up.done && n == 0) return NGHTTP2_ERR_DEFERRED;
       if (up.done) *flags |= NGHTTP2_DATA_FLAG_EOF;
-      else if (n == 0) return NGHTTP2_ERR_DEFERRED;
+      if (up.done && !up.trailers.empty()) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        auto nv = name_values(up.trailers);
+        nghttp2_submit_trailer(session, id, nv.data(), nv.size());
+      }
     }
     return static_cast<ssize_t>(n);
   }
@@ -201,7 +218,8 @@ class h2_peer {
 template <typename Stream>
 class h2_client {
  public:
-  explicit h2_client(Stream stream, bool auto_consume = true) : stream_(std::move(stream)), peer(auto_consume) {}
+  explicit h2_client(Stream stream, bool auto_consume = true)
+      : stream_(std::move(stream)), owned_(std::make_unique<h2_peer>(auto_consume)), peer(*owned_) {}
 
   // Sends, then reads and answers until done() is true; false if the
   // connection ended first (eof_ then says so).
@@ -235,9 +253,11 @@ class h2_client {
  private:
   Stream stream_;
   bool eof_ = false;
+  // On the heap: nghttp2 holds its address, and a move keeps it.
+  std::unique_ptr<h2_peer> owned_;
 
  public:
-  h2_peer peer;
+  h2_peer& peer;
 };
 
 }  // namespace sluice::test

@@ -100,6 +100,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -115,9 +116,15 @@ struct shutdown_summary {
 };
 
 // The application protocols this server speaks, as ALPN names, most
-// preferred first: what a TLS transport offers for it (tls::server). h2 will
-// lead once HTTP/2 is served.
-inline constexpr std::array<std::string_view, 1> alpn_protocols{"http/1.1"};
+// preferred first: what a TLS transport offers for it (tls::server).
+inline constexpr std::array<std::string_view, 2> alpn_protocols{"h2", "http/1.1"};
+
+// What a TLS transport offers for a server with these options: HTTP/2 only
+// when it is enabled and built in.
+inline std::span<const std::string_view> alpn_protocols_for(const server_options& o) {
+  const bool h2 = detail::http2_available && o.http2.enabled;
+  return std::span<const std::string_view>(alpn_protocols).subspan(h2 ? 0 : 1);
+}
 
 template <net::transport Transport>
 class basic_server {
