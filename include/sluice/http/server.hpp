@@ -65,6 +65,15 @@
 // - A lingering close lasts at most linger_timeout however fast the peer
 //   sends, and ends at once at stop_now() or the shutdown deadline.
 // - Idle keep-alive connections hold no read buffer (plain TCP).
+// - HTTP/2 (built with libnghttp2; server_options::http2): h2c by prior
+//   knowledge on plain TCP, h2 by ALPN over TLS, the same handlers (each
+//   stream's a task of its connection; RST_STREAM fires its cancellation
+//   slot). shutdown() sends GOAWAY(2^31-1) and a PING, then GOAWAY(last
+//   stream processed); those streams complete, the connection closes after
+//   the last; an HTTP/2 connection with no open stream closes at once. At
+//   the deadline and at stop_now(): RST_STREAM(CANCEL), every handler
+//   cancelled and awaited. See http2/protocol.hpp. "Upgrade: h2c" is
+//   answered over HTTP/1.1.
 // - Call shutdown() and stop_now() from outside the server's own handlers: a
 //   handler is one of the sessions being stopped (see sluice/signals.hpp for
 //   the usual signal policy in one line).

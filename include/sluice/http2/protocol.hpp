@@ -197,6 +197,14 @@ struct protocol<Transport, Core>::stream final : http::detail::body_source, http
     p.flush();
   }
 
+  // The handler is done: what it left unread re-opens the windows too (and
+  // what comes after it is consumed on arrival: on_data).
+  void give_back_unread() {
+    reading.append(received);
+    received.clear();
+    give_back();
+  }
+
   // The stream ended under the handler.
   void close() {
     closed = true;
@@ -361,6 +369,7 @@ asio::awaitable<void> protocol<Transport, Core>::serve_stream(std::shared_ptr<st
       s.gone.end_request(own);
       if (alive.expired()) return;  // an io_context destroyed with its frames: the protocol may be gone
       s.handler_done = true;
+      s.give_back_unread();
       --p.handlers_;
       p.d_.core().registry.count_stream(-1);
       p.check_finished();
