@@ -131,7 +131,9 @@ TEST_CASE("http2 session: a request body arrives as data, its trailers at the en
   CHECK(s.body.size() == 5000);
   CHECK_FALSE(s.ended);
 
-  // Trailers: a HEADERS frame that ends the stream.
+  // Trailers: a HEADERS frame that ends the stream, after an empty DATA
+  // frame, which waits for the window like any other.
+  p.server.consume(id, 1000);
   p.client.send_body(id, {}, true, {{"x-sum", "42"}});
   CHECK(p.exchange());
   CHECK(s.ended);
