@@ -186,6 +186,13 @@ TEST_CASE("http2 session: shutdown notice, PING ACK, then the final GOAWAY names
   const auto first = p.client.request("GET", "/1");
   CHECK(p.exchange());
   p.server.shutdown_notice();
+  // The PING follows the GOAWAY on the wire: its ACK proves the GOAWAY was read.
+  const std::string_view notice = p.server.output();
+  REQUIRE(notice.size() == 2 * 9 + 8 + 8);
+  CHECK(notice[3] == NGHTTP2_GOAWAY);
+  CHECK(notice[9 + 8 + 3] == NGHTTP2_PING);
+  p.client.receive(std::string(notice));
+  p.server.output_written();
   CHECK(p.exchange());
   REQUIRE(p.client.goaways().size() == 1);
   CHECK(p.client.goaways()[0].last_stream_id == (1u << 31) - 1);

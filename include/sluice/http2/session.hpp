@@ -130,8 +130,8 @@ class session {
   void reset(stream_id id, error_code error) {
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, static_cast<std::uint32_t>(error));
   }
-  // RFC 9113 6.8: GOAWAY(2^31-1) and a PING whose ACK (on_ping_ack) says the
-  // client has seen it.
+  // RFC 9113 6.8: GOAWAY(2^31-1), then (serialized after it) a PING whose
+  // ACK (on_ping_ack) says the client has read it.
   void shutdown_notice();
   // GOAWAY with the last stream processed: streams above it are refused.
   void final_goaway(error_code error = error_code::no_error);
@@ -150,6 +150,7 @@ class session {
               const nghttp2_data_provider* body);
   void reject_head(stream_id id);
   void deliver_head(stream_id id, bool ended);
+  bool serialize();
   bool count_empty(const nghttp2_frame_hd& hd);
   void terminate(error_code error) {
     nghttp2_session_terminate_session(session_, static_cast<std::uint32_t>(error));
@@ -164,6 +165,7 @@ class session {
   std::uint32_t empty_frames_ = 0;
   bool failed_ = false;
   bool final_goaway_sent_ = false;
+  bool ping_after_notice_ = false;
 };
 
 // Implementation -------------------------------------------------------------
@@ -326,13 +328,24 @@ inline bool session::receive(std::string_view bytes) {
 }
 
 inline std::string_view session::output() {
+  // The PING goes once the notice is serialized: nghttp2 would send it
+  // first, and its ACK must prove the client has read the GOAWAY.
+  if (serialize() && std::exchange(ping_after_notice_, false)) {
+    nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+    serialize();
+  }
+  return out_;
+}
+
+// True when nothing more is due now (rather than the bound reached).
+inline bool session::serialize() {
   while (out_.size() < options_.max_output_buffered) {
     const std::uint8_t* data = nullptr;
     const auto n = nghttp2_session_mem_send(session_, &data);
-    if (n <= 0) break;  // nothing due, or a fatal error: what is here still goes
+    if (n <= 0) return true;  // nothing due, or a fatal error: what is here still goes
     out_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(n));
   }
-  return out_;
+  return false;
 }
 
 inline void session::respond(stream_id id, unsigned status, const http::fields& headers, std::string body,
@@ -370,7 +383,7 @@ inline void session::end_body(stream_id id) {
 
 inline void session::shutdown_notice() {
   nghttp2_submit_shutdown_notice(session_);
-  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+  ping_after_notice_ = true;
 }
 
 inline void session::final_goaway(error_code error) {
