@@ -551,7 +551,7 @@ asio::awaitable<void> protocol<Transport, Core>::end(bool forced) {
   } else if (!closing_) {
     // The client left or broke the protocol: say what the session has to say.
     co_await await_writer();
-    if (!write_failed_ && !d_.interrupted()) {
+    if (!write_failed_) {  // tried even after a timeout: write_all tries once without waiting
       const std::string_view out = session_.output();
       std::array<asio::const_buffer, 1> b{asio::buffer(out)};
       co_await d_.write_all(b);
