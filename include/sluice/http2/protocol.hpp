@@ -29,7 +29,8 @@
 //
 // Thread safety: everything runs on the connection's executor (a strand).
 //
-//     co_return co_await http2::protocol<Transport, Core>(driver, core).run();
+//     http2::protocol<Transport, http::detail::server_core> h2(driver, core);
+//     co_return co_await h2.run();   // in the driver's serve_one(): the rest of the connection
 #pragma once
 
 #include "sluice/config.hpp"
@@ -254,7 +255,7 @@ asio::awaitable<sluice::server::next> protocol<Transport, Core>::run() {
   }
   forced = forced || d_.core().lifecycle.forcing();
   if (!forced && d_.timed_out() == core_.timeouts.driver.idle) session_.final_goaway();
-  // After a terminal cancel every co_await would throw, this one included.
+  // After a terminal cancel every co_await (end()'s included) would throw.
   co_await asio::this_coro::reset_cancellation_state();
   co_await end(forced);
   if (failure) std::rethrow_exception(failure);
