@@ -95,7 +95,7 @@ class protocol final : session_events {
   bool feed();
   void start_streams();
   asio::awaitable<void> serve_stream(std::shared_ptr<stream> s);
-  asio::awaitable<std::optional<http::response>> call_handler(stream& s);
+  asio::awaitable<std::optional<http::response>> call_handler(http::request& req, stream& s);
   asio::awaitable<void> send(stream& s, http::response& res);
   void flush();
   asio::awaitable<void> write_output();
@@ -378,14 +378,16 @@ asio::awaitable<void> protocol<Transport, Core>::serve_stream(std::shared_ptr<st
   };
   const auto own_state = co_await asio::this_coro::cancellation_state;
   running r{*this, *s, own_state.slot(), alive_};
-  std::optional<http::response> res = co_await call_handler(*s);
+  // Here, not in call_handler: a streamed response may read the request body.
+  http::request req(s->head, *s);
+  std::optional<http::response> res = co_await call_handler(req, *s);
   if (!res || s->closed) co_return;
   co_await send(*s, *res);
 }
 
 template <typename Transport, typename Core>
-asio::awaitable<std::optional<http::response>> protocol<Transport, Core>::call_handler(stream& s) {
-  http::request req(s.head, s);
+asio::awaitable<std::optional<http::response>> protocol<Transport, Core>::call_handler(http::request& req,
+                                                                                      stream& s) {
   std::exception_ptr failure;
   try {
     co_return co_await core_.handler(req);
