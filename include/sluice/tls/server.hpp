@@ -12,7 +12,8 @@
 // the TLS stream, net::tls), plus:
 // - server_options::handshake_timeout bounds each handshake; a failed one is
 //   logged (see net/tls.hpp) and closes that connection only.
-// - ALPN offers the HTTP server's protocols (http::alpn_protocols).
+// - ALPN offers the HTTP server's protocols (http::alpn_protocols_for: h2 and
+//   http/1.1, or http/1.1 alone when HTTP/2 is disabled or not built in).
 // - SNI picks the certificate by the name the client asks for, among those
 //   of the context holder (contexts()->set(name, ctx), reload(name, ...)).
 // - Sessions resume from tickets whose keys rotate (contexts()->tickets());
@@ -62,7 +63,7 @@ class server final : public http::basic_server<net::tls> {
          http::server_options options = {}, tls::options tls_options = {})
       : basic_server(std::move(ex), std::move(handler), options,
                      net::tls(contexts, bounded(std::move(tls_options), options), options.handshake_timeout,
-                              http::alpn_protocols)),
+                              http::alpn_protocols_for(options))),
         contexts_(std::move(contexts)) {}
 
   // Serves connections accepted from now on with `context`.
