@@ -621,6 +621,8 @@ def measure_wrk(env, servers, seconds, rounds, results, kinds=(("throughput", Fa
             warm(running[server.name])
         except Exception as e:
             log(f"[wrk] {server.name}: cannot start: {e}")
+            if server.name in running:   # started but not serving: no rounds against it
+                running.pop(server.name).kill()
     try:
         for srv in running.values():   # JIT / caches warm, equal for everyone
             try:
