@@ -71,12 +71,13 @@ def h2_get(s, tls):
 
 
 def h1_get(s):
+    """One keep-alive GET / on s, its 200 read (run.py's warm_up too)."""
     s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     data = b""
     while b"Hello, world!\n" not in data:
         chunk = s.recv(4096)
         if not chunk:
-            raise RuntimeError("connection closed during setup")
+            raise RuntimeError("connection closed before the response")
         data += chunk
     if not data.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"unexpected response {data[:60]!r}")

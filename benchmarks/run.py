@@ -45,6 +45,7 @@ _children = []               # Popen objects we started, killed at exit if still
 # h2_bench and tls_bench import this module as `run`: the same one, not a second copy of it.
 sys.modules.setdefault("run", sys.modules[__name__])
 import h2_bench   # noqa: E402  HTTP/2 (issue 11)
+import hold       # noqa: E402  the idle-connection client for TLS: its HTTP/1.1 GET
 import tls_bench  # noqa: E402  TLS (issue 12)
 
 
@@ -283,15 +284,7 @@ def warm_up(port, requests=20, tls=False):
         s = tls_bench.client_context().wrap_socket(s)
     with s:
         for _ in range(requests):
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = b""
-            while b"Hello, world!\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise RuntimeError("warm-up: connection closed")
-                data += chunk
-            if not data.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"warm-up: unexpected response {data[:60]!r}")
+            hold.h1_get(s)
     time.sleep(0.05)
 
 
