@@ -170,7 +170,7 @@ settings parse(int argc, char** argv) {
 }
 
 const tcp::endpoint any(asio::ip::address_v4::loopback(), 0);
-std::shared_ptr<asio::ssl::context> server_context;
+std::shared_ptr<sluice::tls::context> server_context;
 
 std::unique_ptr<sluice::http::server> make_plain(asio::io_context& io) {
   auto srv = std::make_unique<sluice::http::server>(io.get_executor(), bench::hello);

@@ -4,7 +4,7 @@
 #include "sluice/net/serve_over.hpp"
 
 #include "support/http_client.hpp"
-#include "support/tls_certs.hpp"
+#include "support/tls_client.hpp"
 
 #include <asio/post.hpp>
 #include <asio/read.hpp>
@@ -33,149 +33,6 @@ using sluice::http::connection_state;
 namespace tls = sluice::tls;
 
 namespace {
-
-// Two certificates for the whole run: the server starts with `one`; reload tests move to `two`.
-struct test_certs {
-  temp_dir dir;
-  cert_files one = make_self_signed(dir.path(), "one", 1, "sluice-test-1");
-  cert_files two = make_self_signed(dir.path(), "two", 2, "sluice-test-2");
-};
-
-const test_certs& certs() {
-  static const test_certs c;
-  return c;
-}
-
-// A client context that trusts both test certificates and offers `alpn` (wire format; empty: no ALPN).
-asio::ssl::context client_context(std::string_view alpn = std::string_view("\x08http/1.1", 9)) {
-  asio::ssl::context ctx(asio::ssl::context::tls_client);
-  ctx.load_verify_file(certs().one.cert.string());
-  ctx.load_verify_file(certs().two.cert.string());
-  ctx.set_verify_mode(asio::ssl::verify_peer);
-  if (!alpn.empty())
-    SSL_CTX_set_alpn_protos(ctx.native_handle(), reinterpret_cast<const unsigned char*>(alpn.data()),
-                            static_cast<unsigned>(alpn.size()));
-  return ctx;
-}
-
-struct reply {
-  unsigned status = 0;
-  std::string head;
-  std::string body;
-  bool closes() const {
-    std::string lower = head;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-    return lower.find("\r\nconnection: close\r\n") != std::string::npos;
-  }
-};
-
-// A TLS client reading Content-Length responses: all the hello handler sends.
-// (Its stream is on the heap and its buffers too: g++ 12's ASan build warns
-// about coroutine frames above Asio's recycling size.)
-class tls_client {
- public:
-  tls_client(asio::any_io_executor ex, asio::ssl::context& ctx)
-      : stream_(std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(ex), ctx)) {}
-
-  static awaitable<tls_client> connect(tcp::endpoint ep, asio::ssl::context& ctx) {
-    tls_client c(co_await asio::this_coro::executor, ctx);
-    co_await c.stream_->next_layer().async_connect(ep, use_awaitable);
-    co_await c.stream_->async_handshake(asio::ssl::stream_base::client, use_awaitable);
-    co_return c;
-  }
-
-  tcp::endpoint local_endpoint() const { return stream_->next_layer().local_endpoint(); }
-  tcp::socket& socket() { return stream_->next_layer(); }
-
-  long serial() const {
-    auto cert = peer_cert();
-    return serial_of(cert.get());
-  }
-  std::string common_name() const {
-    auto cert = peer_cert();
-    return common_name_of(cert.get());
-  }
-  int version() const { return SSL_version(stream_->native_handle()); }
-  std::string alpn() const {
-    const unsigned char* p = nullptr;
-    unsigned len = 0;
-    SSL_get0_alpn_selected(stream_->native_handle(), &p, &len);
-    return std::string(reinterpret_cast<const char*>(p), len);
-  }
-
-  awaitable<void> send(std::string_view bytes) {
-    co_await asio::async_write(*stream_, asio::buffer(bytes), use_awaitable);
-  }
-
-  awaitable<reply> read_response() {
-    const std::size_t n =
-        co_await asio::async_read_until(*stream_, asio::dynamic_buffer(buffer_), "\r\n\r\n", use_awaitable);
-    reply r;
-    r.head = buffer_.substr(0, n);
-    buffer_.erase(0, n);
-    r.status = static_cast<unsigned>(std::stoul(r.head.substr(9, 3)));
-    std::string lower = r.head;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-    const auto at = lower.find("\r\ncontent-length:");
-    const std::size_t length = at == std::string::npos ? 0 : std::stoul(lower.substr(at + 17));
-    if (buffer_.size() < length)
-      co_await asio::async_read(*stream_, asio::dynamic_buffer(buffer_), asio::transfer_exactly(length - buffer_.size()),
-                                use_awaitable);
-    r.body = buffer_.substr(0, length);
-    buffer_.erase(0, length);
-    co_return r;
-  }
-
-  // Sends `line`, then reads one line back.
-  awaitable<std::string> read_line_after(std::string_view line) {
-    co_await send(line);
-    const std::size_t n = co_await asio::async_read_until(*stream_, asio::dynamic_buffer(buffer_), '\n', use_awaitable);
-    std::string echoed = buffer_.substr(0, n);
-    buffer_.erase(0, n);
-    co_return echoed;
-  }
-
-  awaitable<reply> request(std::string_view raw) {
-    co_await send(raw);
-    co_return co_await read_response();
-  }
-
-  // Reads until the server ends the TLS stream: eof after its close_notify,
-  // stream_truncated when it closed TCP without one, or a reset.
-  awaitable<std::error_code> wait_closed() {
-    std::vector<char> chunk(4096);
-    for (;;) {
-      auto [ec, n] = co_await stream_->async_read_some(asio::buffer(chunk), nothrow);
-      if (ec) co_return ec;
-    }
-  }
-
-  // Answers the server's close_notify with ours.
-  awaitable<void> close_notify() { co_await stream_->async_shutdown(nothrow); }
-
- private:
-  std::unique_ptr<X509, decltype(&X509_free)> peer_cert() const {
-    std::unique_ptr<X509, decltype(&X509_free)> cert(SSL_get1_peer_certificate(stream_->native_handle()), X509_free);
-    REQUIRE(cert);
-    return cert;
-  }
-
-  std::unique_ptr<asio::ssl::stream<tcp::socket>> stream_;
-  std::string buffer_;
-};
-
-bool closed_by_server(std::error_code ec) {
-  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset;
-}
-
-// What a plain TCP peer receives until the server closes: true on EOF or reset.
-awaitable<bool> raw_sees_close(tcp::socket& s) {
-  std::vector<char> chunk(4096);
-  for (;;) {
-    auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), nothrow);
-    if (ec) co_return ec == asio::error::eof || ec == asio::error::connection_reset;
-  }
-}
 
 // GET / says hello; GET /held first waits at the gate, when there is one.
 struct hello_handler {
@@ -232,8 +89,8 @@ http::server_options test_options(state_log* log = nullptr) {
   return o;
 }
 
-std::shared_ptr<asio::ssl::context> context_one() { return tls::make_server_context(certs().one.cert, certs().one.key); }
-std::shared_ptr<asio::ssl::context> context_two() { return tls::make_server_context(certs().two.cert, certs().two.key); }
+std::shared_ptr<tls::context> context_one() { return tls::make_server_context(certs().one.cert, certs().one.key); }
+std::shared_ptr<tls::context> context_two() { return tls::make_server_context(certs().two.cert, certs().two.key); }
 
 // Yields to the io_context until `pred` holds: for server-side facts that no event announces.
 template <typename Pred>
@@ -242,21 +99,6 @@ awaitable<void> until_polled(const Pred& pred) {
   while (!pred()) co_await asio::post(ex, use_awaitable);
 }
 
-// The first flight of a TLS client: a complete ClientHello record.
-std::string client_hello() {
-  auto ctx = client_context();
-  SSL* ssl = SSL_new(ctx.native_handle());
-  BIO* in = BIO_new(BIO_s_mem());
-  BIO* out = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, in, out);
-  SSL_set_connect_state(ssl);
-  SSL_do_handshake(ssl);  // wants the server's reply: returns with the ClientHello in `out`
-  char* data = nullptr;
-  const long n = BIO_get_mem_data(out, &data);
-  std::string hello(data, static_cast<std::size_t>(n));
-  SSL_free(ssl);
-  return hello;
-}
 
 // shutdown(grace) running in the background: `done` once it has returned.
 struct shutdown_result {
@@ -622,7 +464,7 @@ TEST_CASE("reload: an open connection keeps its certificate and context; a new o
     auto ctx = client_context();
     auto before = co_await tls_client::connect(ep, ctx);
     CHECK((co_await before.request(get("/"))).status == 200);
-    std::weak_ptr<asio::ssl::context> old_context = srv.tls_context();
+    std::weak_ptr<tls::context> old_context = srv.tls_context();
 
     srv.reload(certs().two.cert, certs().two.key);
     CHECK(srv.tls_context() != old_context.lock());
@@ -668,6 +510,93 @@ TEST_CASE("servers sharing one context holder: one reload serves them all") {
     CHECK(a.serial() == 2);
     CHECK(b.serial() == 2);
   });
+}
+
+TEST_CASE("SNI: two names, two certificates; reloading one name's changes new connections only") {
+  asio::io_context io;
+  auto contexts = std::make_shared<tls::context_holder>(context_one());
+  contexts->set("one.test", context_one());
+  contexts->set("two.test", context_two());
+  contexts->set("*.wild.test", context_two());
+  tls::server srv(io.get_executor(), hello_handler{}, contexts, test_options());
+  auto ep = srv.listen(loopback_any);
+  stop_on_exit guard(io, srv);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto ctx = client_context();
+    auto one = co_await tls_client::connect(ep, ctx, "one.test");
+    auto two = co_await tls_client::connect(ep, ctx, "TWO.test");  // names compare case-insensitively
+    auto wild = co_await tls_client::connect(ep, ctx, "a.wild.test");
+    auto unknown = co_await tls_client::connect(ep, ctx, "other.test");
+    auto unnamed = co_await tls_client::connect(ep, ctx);
+    CHECK(one.serial() == 1);
+    CHECK(two.serial() == 2);
+    CHECK(wild.serial() == 2);
+    CHECK(unknown.serial() == 1);  // the default context
+    CHECK(unnamed.serial() == 1);
+    CHECK((co_await two.request(get("/"))).status == 200);
+
+    contexts->reload("one.test", certs().two.cert, certs().two.key);
+    auto one_again = co_await tls_client::connect(ep, ctx, "one.test");
+    CHECK(one_again.serial() == 2);
+    CHECK(one_again.common_name() == "sluice-test-2");
+    CHECK((co_await one_again.request(get("/"))).status == 200);
+    // The open connection keeps the context SNI chose for it; the default is untouched.
+    CHECK((co_await one.request(get("/"))).status == 200);
+    CHECK((co_await one.request(get("/"))).status == 200);
+    auto unnamed_again = co_await tls_client::connect(ep, ctx);
+    CHECK(unnamed_again.serial() == 1);
+  });
+}
+
+namespace {
+
+// A client context for TLS `version` only.
+asio::ssl::context client_context_for(int version) {
+  auto ctx = client_context();
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), version);
+  SSL_CTX_set_max_proto_version(ctx.native_handle(), version);
+  return ctx;
+}
+
+}  // namespace
+
+TEST_CASE("resumption: a ticket resumes a session (counted, served); after two key rotations a full handshake") {
+  for (const int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
+    CAPTURE(version);
+    asio::io_context io;
+    auto contexts = std::make_shared<tls::context_holder>(context_one());
+    tls::server srv(io.get_executor(), hello_handler{}, contexts, test_options());
+    auto ep = srv.listen(loopback_any);
+    stop_on_exit guard(io, srv);
+    run_guarded(io, [&]() -> awaitable<void> {
+      auto ctx = client_context_for(version);
+      auto first = co_await tls_client::connect(ep, ctx);
+      CHECK((co_await first.request(get("/"))).status == 200);  // a TLS 1.3 ticket comes after the handshake
+      const auto session = first.session();
+      CHECK(!first.resumed());
+
+      auto resumed = co_await tls_client::connect(ep, ctx, {}, session.get());
+      CHECK(resumed.resumed());
+      CHECK(resumed.version() == version);
+      CHECK((co_await resumed.request(get("/"))).status == 200);
+      CHECK(srv.full_handshakes() == 1);
+      CHECK(srv.resumed_handshakes() == 1);
+
+      // One rotation: the key that made the ticket still decrypts it, for one period.
+      contexts->tickets().rotate();
+      auto after_one = co_await tls_client::connect(ep, ctx, {}, session.get());
+      CHECK(after_one.resumed());
+      CHECK((co_await after_one.request(get("/"))).status == 200);
+
+      // Two: it is beyond the window, and the client gets a full handshake, not an error.
+      contexts->tickets().rotate();
+      auto after_two = co_await tls_client::connect(ep, ctx, {}, session.get());
+      CHECK(!after_two.resumed());
+      CHECK((co_await after_two.request(get("/"))).status == 200);
+      CHECK(srv.full_handshakes() == 2);
+      CHECK(srv.resumed_handshakes() == 2);
+    });
+  }
 }
 
 TEST_CASE("reload with a broken file throws a clear error and the old context keeps serving") {

@@ -12,7 +12,12 @@
 // the TLS stream, net::tls), plus:
 // - server_options::handshake_timeout bounds each handshake; a failed one is
 //   logged (see net/tls.hpp) and closes that connection only.
-// - ALPN offers the HTTP server's protocols (http::alpn_protocols: http/1.1).
+// - ALPN offers the HTTP server's protocols (http::alpn_protocols).
+// - SNI picks the certificate by the name the client asks for, among those
+//   of the context holder (contexts()->set(name, ctx), reload(name, ...)).
+// - Sessions resume from tickets whose keys rotate (contexts()->tickets());
+//   full_handshakes() and resumed_handshakes() count each kind.
+// - An idle connection holds no record buffer (see net/tls.hpp).
 // - A connection in its handshake counts as new: shutdown() and close_idle()
 //   close it at once, stop_now() cancels it.
 // - stop_now() cancels handshakes, reads, writes and close_notify waits at
@@ -34,6 +39,7 @@
 #include "sluice/tls/context.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <utility>
@@ -45,7 +51,7 @@ using options = net::tls_options;
 
 class server final : public http::basic_server<net::tls> {
  public:
-  server(asio::any_io_executor ex, handler_type handler, std::shared_ptr<asio::ssl::context> context,
+  server(asio::any_io_executor ex, handler_type handler, std::shared_ptr<context> context,
          http::server_options options = {}, tls::options tls_options = {})
       : server(std::move(ex), std::move(handler), std::make_shared<context_holder>(std::move(context)),
                std::move(options), std::move(tls_options)) {}
@@ -60,15 +66,20 @@ class server final : public http::basic_server<net::tls> {
         contexts_(std::move(contexts)) {}
 
   // Serves connections accepted from now on with `context`.
-  void set_tls_context(std::shared_ptr<asio::ssl::context> context) { contexts_->set(std::move(context)); }
+  void set_tls_context(std::shared_ptr<context> context) { contexts_->set(std::move(context)); }
   // Builds a context from the files, then serves new connections with it.
   // Throws context_error (the current context stays) when a file is bad.
   void reload(const std::filesystem::path& cert_chain, const std::filesystem::path& private_key) {
     contexts_->reload(cert_chain, private_key);
   }
   // The context new connections get now.
-  std::shared_ptr<asio::ssl::context> tls_context() const { return contexts_->current(); }
+  std::shared_ptr<context> tls_context() const { return contexts_->current(); }
   const std::shared_ptr<context_holder>& contexts() const noexcept { return contexts_; }
+
+  // Successful handshakes so far: full ones, and those that resumed a
+  // session from a ticket.
+  std::uint64_t full_handshakes() { return transport().full_handshakes(); }
+  std::uint64_t resumed_handshakes() { return transport().resumed_handshakes(); }
 
  private:
   static tls::options bounded(tls::options o, const http::server_options& http) {
