@@ -51,6 +51,7 @@ def h2_warm(srv):
 
 
 def h2c_servers(env, sluice):
+    """The servers that speak h2c by prior knowledge (Go does not)."""
     servers = []
     if sluice:
         p = str(sluice)
@@ -104,7 +105,9 @@ def measure(env, res, sluice, go_peer, stop_latency, quick, rounds):
     hello = [s for s in plain if s.hello_interface]   # nginx has no JSON stopped line
     measure_graceful(env, hello, 1000, 10, rounds, res)
     n = 1000 if quick else 5000
-    loadgen_h2 = lambda srv, n: [env.loadgen, "hold", "--port", str(srv.port), "--conns", str(n), "--h2"]  # noqa: E731
+
+    def loadgen_h2(srv, n):
+        return [env.loadgen, "hold", "--port", str(srv.port), "--conns", str(n), "--h2"]
     R.measure_memory(env, plain, n, rounds, res, key="h2c_memory", hold_argv=loadgen_h2)
     R.measure_memory(env, over_tls, n, rounds, res, key="h2_tls_memory", hold_argv=tls_bench.hold_argv("--tls", "--h2"))
     measure_stop(env, hello, n, stop_latency, rounds, res)

@@ -5,8 +5,8 @@ run (what issue 12 measured with), TLS 1.3 (what every client here negotiates).
 - memory per idle TLS keep-alive connection (each did one request) at 3,000 and 9,000 (hold.py --tls)
 - stop_now() with 1,000 and 9,000 idle TLS connections against plain HTTP (benchmarks/tls_stop)
 - full and resumed handshakes per second, one connection at a time (openssl s_time -new / -reuse)
-- keep-alive throughput and CPU per 100k requests, and handshakes under load (wrk over https,
-  keep-alive and Connection: close)
+- keep-alive throughput and CPU per 100k requests, and a new connection per request under load
+  (wrk over https, keep-alive and Connection: close)
 
 Figures are medians over rounds with the servers interleaved, as everywhere in run.py.
 """
@@ -203,8 +203,7 @@ def render(res):
         L.append("## TLS: handshakes per second (openssl s_time, one connection at a time)\n")
         L.append(f"`openssl s_time -new` (a full handshake each: ECDHE, RSA-2048 signature) and `-reuse` (resumed), "
                  f"{h['seconds']} s per run, each connection one GET / then close; rate over the run's wall clock. "
-                 f"Sequential: a latency figure (client and server alternate), not the server's capacity (the "
-                 f"wrk Connection: close table below is that).\n")
+                 f"Sequential: a latency figure (client and server alternate), not the server's capacity.\n")
         rows = []
         for name in h["summary"].get("new", {}):
             row = [name]
@@ -218,13 +217,16 @@ def render(res):
                           "server CPU ms / resumed", "share resumed (-reuse)"], rows))
         L.append("")
     for kind, title in (("tls_throughput", "keep-alive (wrk over https, `GET /`)"),
-                        ("tls_churn", "handshakes under load (wrk over https, `Connection: close`: a full "
-                                      "handshake per request)")):
+                        ("tls_churn", "a new connection per request under load (wrk over https, "
+                                      "`Connection: close`)")):
         t = res.get(kind)
         if t:
             L.append(f"## TLS: {title}\n")
             L.append(f"wrk -t1 -c{t['connections']} -d{t['seconds']}s; server pinned to one CPU, CPU = its "
-                     f"utime+stime during the run.\n")
+                     f"utime+stime during the run." + (" wrk reconnects with SSL_clear, which keeps the last "
+                     "session: a server that resumes it does a resumed handshake per request, one that does "
+                     "not a full one (compare CPU per request with the s_time table)." if kind == "tls_churn" else "")
+                     + "\n")
             L.append(R.table(["server", "req/s", "x nginx", "CPU s / 100k req", "x nginx", "server CPU busy %",
                               "req/s, all rounds", "errors"],
                              [[n, R.fmt(s.get("rps"), 0), ratio_to(t["summary"], n, "nginx", "rps"),
