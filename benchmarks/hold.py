@@ -8,12 +8,13 @@ Each connection does one `GET /` and reads its 200 (HTTP/1.1 keep-alive, or with
 of an HTTP/2 connection: h2 by ALPN with --tls, h2c by prior knowledge without), then stays open
 and idle. Prints {"ready":N} (one line) when all are, then waits for stdin EOF and closes them.
 
-The connections are opened one after another with blocking sockets: what is measured is the
-server's memory once they are idle, not how fast they were made (the server's handshake work
-bounds that anyway). Python standard library only.
+The connections are opened with blocking sockets by a few threads (OpenSSL's handshake releases
+the GIL), enough to keep a one-core server busy: what is measured is the server's memory once
+they are idle, not how fast they were made. Python standard library only.
 """
 
 import argparse
+import concurrent.futures
 import json
 import socket
 import ssl
@@ -27,6 +28,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, SETTINGS, GOAWAY = 0x0, 0x1, 0x4, 0x7
 END_STREAM, ACK, PADDED, PRIORITY = 0x1, 0x1, 0x8, 0x20
 STATUS_200 = 0x88   # HPACK static table entry 8: ":status: 200", how every server here sends it
+THREADS = 8         # connections being opened at once
 
 
 def frame(ftype, flags, stream, payload=b""):
@@ -96,16 +98,18 @@ def main():
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE   # the benchmark's self-signed certificate
         ctx.set_alpn_protocols(["h2"] if a.h2 else ["http/1.1"])
-    held = []
-    for _ in range(a.conns):
+
+    def open_one(_):
         s = socket.create_connection(("127.0.0.1", a.port), timeout=30)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ctx:
             s = ctx.wrap_socket(s)
             if a.h2 and s.selected_alpn_protocol() != "h2":
-                raise SystemExit(f"hold.py: the server did not select h2 (got {s.selected_alpn_protocol()})")
+                raise RuntimeError(f"the server did not select h2 (got {s.selected_alpn_protocol()})")
         h2_get(s, a.tls) if a.h2 else h1_get(s)
-        held.append(s)
+        return s
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        held = list(pool.map(open_one, range(a.conns)))
     print(json.dumps({"ready": len(held)}), flush=True)
     sys.stdin.read()
     for s in held:
