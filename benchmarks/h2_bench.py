@@ -155,14 +155,15 @@ def measure_graceful(env, servers, n, inflight, rounds, res, slow_ms=2000, grace
 
 
 def measure_stop(env, servers, n, stop_latency, rounds, res):
-    """SIGINT with n idle h2c connections; the floor is benchmarks/stop_latency's bare close() of
-    as many accepted sockets (the protocol does not change it), from this run's stop section if
-    it measured that n, else measured here."""
-    floor = R.inproc_row(res, n)
-    if floor is None and stop_latency:
-        rows = R.run_json_rows(env, "h2 stop floor", [stop_latency, "--conns", str(n), "--rounds", str(max(3, rounds)),
-                                                      "--loadgen", env.loadgen], 1800)
-        floor = next((row for row in rows if row["server"] == "http"), None)
+    """stop_now() with n idle h2c connections: in-process against the bare close() floor
+    (benchmarks/stop_latency --h2, its http2 row), and from outside with SIGINT for sluice and Node
+    (the servers' own figures)."""
+    rows = []
+    if stop_latency:
+        rows = R.run_json_rows(env, "h2 stop in-process", [stop_latency, "--conns", str(n), "--rounds",
+                                                           str(max(3, rounds)), "--loadgen", env.loadgen, "--h2"], 1800)
+    inproc = {row["server"]: row for row in rows}
+    floor = inproc.get("http2") or R.inproc_row(res, n)
     runs = []
     for r in range(rounds):
         for server in R.rotated(servers, r):
@@ -181,7 +182,8 @@ def measure_stop(env, servers, n, stop_latency, rounds, res):
         summary[server.name] = {"rounds": len(rs), "server_ms": R.median([x["stopped"]["ms"] for x in rs]),
                                 "client_last_close_ms": R.median([x["loadgen"]["last_close_ms"] for x in rs]),
                                 "unclosed": max((x["loadgen"]["unclosed"] for x in rs), default=None)}
-    res["h2_stop"] = {"n": n, "floor_ms": floor["floor_ms"] if floor else None, "summary": summary, "runs": runs}
+    res["h2_stop"] = {"n": n, "floor_ms": floor["floor_ms"] if floor else None, "inproc": inproc.get("http2"),
+                      "summary": summary, "runs": runs}
 
 
 # --------------------------------------------------------------------------- targets and report
@@ -214,7 +216,12 @@ def targets(res):
         else:
             checks.append({"target": "h2 graceful shutdown", "value": R.NO_DATA, "met": False})
     st = res.get("h2_stop")
-    if st:
+    if st and st.get("inproc"):
+        row = st["inproc"]
+        checks.append({"target": f"h2 stop_now N={st['n']} <= {STOP_FLOOR_FACTOR}x bare close floor (in-process)",
+                       "value": f"{row['ratio']:.2f}x ({R.fmt(row['stop_now_ms'], 2)} vs floor {R.fmt(row['floor_ms'], 2)} ms)",
+                       "met": row["ratio"] <= STOP_FLOOR_FACTOR})
+    elif st:
         ms, floor = st["summary"].get(R.SUBJECT, {}).get("server_ms"), st["floor_ms"]
         checks.append({"target": f"h2 stop_now N={st['n']} <= {STOP_FLOOR_FACTOR}x bare close floor",
                        "value": R.NO_DATA if ms is None else (f"{ms / floor:.2f}x ({R.fmt(ms, 2)} vs floor "
@@ -272,6 +279,12 @@ def render(res):
         L.append(f"## HTTP/2: stop_now (SIGINT) with {st['n']} idle h2c connections\n")
         L.append(f"Server ms: the server's own figure, signal to everything closed. Floor: bare close() of as many "
                  f"accepted sockets (benchmarks/stop_latency, in-process): {R.fmt(st['floor_ms'], 2)} ms.\n")
+        row = st.get("inproc")
+        if row:
+            L.append(f"In-process (benchmarks/stop_latency --h2, medians of {row['rounds']} rounds): sluice::http::server "
+                     f"stop_now() {R.fmt(row['stop_now_ms'], 2)} ms, {row['ratio']:.2f}x the floor, "
+                     f"{R.fmt(row['us_per_conn'], 2)} µs and {R.fmt(row['heap_bytes_per_conn'], 0)} heap bytes per idle "
+                     f"h2c connection.\n")
         L.append(R.table(["server", "server ms", "x floor", "client last close ms", "unclosed"],
                          [[n, R.fmt(s["server_ms"], 2),
                            f"{s['server_ms'] / st['floor_ms']:.2f}" if s["server_ms"] and st["floor_ms"] else "n/a",
