@@ -298,7 +298,8 @@ class ssl_operation<Call, void(std::error_code, Args...)> {
   template <typename Self>
   void operator()(Self& self, std::error_code waited = {}) {
     if (finished_at_once_) return finish(self);
-    if (!waited && self.get_cancellation_state().cancelled() != asio::cancellation_type::none) waited = asio::error::operation_aborted;
+    const bool cancelled = self.get_cancellation_state().cancelled() != asio::cancellation_type::none;
+    if (!waited && cancelled) waited = asio::error::operation_aborted;
     if (waited) {
       ec_ = waited;
       return finish(self);
@@ -453,12 +454,12 @@ inline std::error_code tls_stream::failure(int ssl_error, int saved_errno) const
   std::error_code ec;
   if (ssl_error == SSL_ERROR_ZERO_RETURN)
     ec = asio::error::eof;  // close_notify
-  else if (ssl_error == SSL_ERROR_SYSCALL)
-    ec = saved_errno ? std::error_code(saved_errno, asio::error::get_system_category()) : sluice::tls::stream_truncated();
+  else if (ssl_error == SSL_ERROR_SYSCALL && saved_errno)
+    ec = std::error_code(saved_errno, asio::error::get_system_category());
   else if (const unsigned long code = ERR_peek_error(); code != 0)
     ec = sluice::tls::openssl_error(code);
   else
-    ec = sluice::tls::stream_truncated();
+    ec = sluice::tls::stream_truncated();  // OpenSSL 1.1's way of saying it: a syscall error without errno
   ERR_clear_error();
   return ec;
 }
@@ -509,8 +510,8 @@ inline asio::awaitable<std::error_code> tls::handshake(tls_stream& s) const {
   std::error_code ignored;
   // Now: after a failure a reset peer no longer has an address.
   const auto peer = s.socket().remote_endpoint(ignored);
-  asio::steady_timer deadline(s.get_executor(), sluice::server::saturating_add(
-                                                    s.accepted_, sluice::server::saturated(shared_->handshake_timeout)));
+  const auto bound = sluice::server::saturated(shared_->handshake_timeout);
+  asio::steady_timer deadline(s.get_executor(), sluice::server::saturating_add(s.accepted_, bound));
   auto first_done = exp::make_parallel_group(s.async_handshake(exp::deferred), deadline.async_wait(exp::deferred));
   auto [order, ec, deadline_ec] = co_await first_done.async_wait(exp::wait_for_one(), asio::use_awaitable);
   if (order[0] == 1 && !deadline_ec && ec)
