@@ -85,6 +85,15 @@ def h1_get(s):
         raise RuntimeError(f"unexpected response {data[:60]!r}")
 
 
+def client_context(alpn="http/1.1"):
+    """A TLS client that accepts the benchmark's self-signed certificate (run.py's warm_up too)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -92,12 +101,7 @@ def main():
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--h2", action="store_true")
     a = ap.parse_args()
-    ctx = None
-    if a.tls:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE   # the benchmark's self-signed certificate
-        ctx.set_alpn_protocols(["h2"] if a.h2 else ["http/1.1"])
+    ctx = client_context("h2" if a.h2 else "http/1.1") if a.tls else None
 
     def open_one(_):
         s = socket.create_connection(("127.0.0.1", a.port), timeout=30)

@@ -45,7 +45,7 @@ _children = []               # Popen objects we started, killed at exit if still
 # h2_bench and tls_bench import this module as `run`: the same one, not a second copy of it.
 sys.modules.setdefault("run", sys.modules[__name__])
 import h2_bench   # noqa: E402  HTTP/2 (issue 11)
-import hold       # noqa: E402  the idle-connection client for TLS: its HTTP/1.1 GET
+import hold       # noqa: E402  the idle-connection client for TLS: its HTTP/1.1 GET and TLS client
 import tls_bench  # noqa: E402  TLS (issue 12)
 
 
@@ -281,7 +281,7 @@ def warm_up(port, requests=20, tls=False):
     """A few keep-alive requests on one connection (lazy init / JIT), then close it."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     if tls:
-        s = tls_bench.client_context().wrap_socket(s)
+        s = hold.client_context().wrap_socket(s)
     with s:
         for _ in range(requests):
             hold.h1_get(s)

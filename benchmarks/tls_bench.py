@@ -12,7 +12,6 @@ Figures are medians over rounds with the servers interleaved, as everywhere in r
 """
 
 import re
-import ssl
 import subprocess
 import sys
 import time
@@ -30,14 +29,6 @@ def certificate(env):
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                         "-out", str(cert), "-days", "7", "-subj", "/CN=localhost"], check=True, capture_output=True)
     return str(cert), str(key)
-
-
-def client_context():
-    """A client that accepts the run's self-signed certificate."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def tls_warm(srv):
