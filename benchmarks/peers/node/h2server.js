@@ -2,7 +2,8 @@
 // Node.js `http2` peer for sluice's HTTP/2 benchmarks; same interface as sluice's hello_server:
 //   node h2server.js [--port P] [--grace-ms G] [--tls CERT KEY]
 // Plain: h2c by prior knowledge (http2.createServer), what h2load and loadgen --h2 speak.
-// --tls: h2 by ALPN with http/1.1 as fallback (createSecureServer, allowHTTP1).
+// --tls: h2 by ALPN (createSecureServer; no HTTP/1.1 fallback: a 'request' listener would put
+// Node's compatibility objects on every stream, a cost the other servers do not pay).
 // GET / -> "Hello, world!\n"; GET /slow?ms=X -> 200 after X ms.
 // SIGINT (or a second signal): every session destroyed. SIGTERM: server.close() and
 // session.close() on every session (GOAWAY, open streams complete), destroy at the deadline.
@@ -47,17 +48,9 @@ function onStream(stream, headers) {
 }
 
 // Node's defaults: 100 concurrent streams as sluice; no idle timeout (as for the HTTP/1.1 peer).
-const options = { allowHTTP1: true };
 const server = tlsAt < 0 ? http2.createServer()
-  : http2.createSecureServer({ ...options, cert: fs.readFileSync(argv[tlsAt + 1]),
-                               key: fs.readFileSync(argv[tlsAt + 2]) });
+  : http2.createSecureServer({ cert: fs.readFileSync(argv[tlsAt + 1]), key: fs.readFileSync(argv[tlsAt + 2]) });
 server.on('stream', onStream);
-// HTTP/1.1 over TLS (allowHTTP1): the same answers through the compatibility API.
-server.on('request', (req, res) => {
-  if (req.httpVersionMajor >= 2) return;   // already answered by 'stream'
-  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(HELLO) });
-  res.end(HELLO);
-});
 server.on('session', (session) => {
   sessions.add(session);
   session.on('close', () => {
