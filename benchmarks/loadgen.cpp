@@ -18,11 +18,17 @@
 //     the server sent and when (ws_close: the latency of a graceful shutdown's Close 1001).
 //     Each Close is answered with the same code, as a browser does, and the TCP close awaited.
 //
+//     With --h2 every connection speaks HTTP/2 by prior knowledge (h2c): the idle ones did one
+//     GET / as stream 1, the in-flight ones have GET /slow as stream 1. The server's SETTINGS and
+//     PINGs are acknowledged (its two-phase GOAWAY waits for the PING's ACK), and the result
+//     says per class when each connection saw its first and its last GOAWAY and the last
+//     stream id that one carried (h2_idle, h2_inflight).
+//
 //   loadgen ws-echo --port P --conns N --websocket PATH [--seconds S] [--size B]
 //     N WebSockets, each doing request/response echo: a masked text message of B bytes
 //     (default 32), wait for its echo, send the next. Prints round trips per second.
 //
-//   loadgen hold --port P --conns N [--websocket PATH] [--exit-when-closed] [--connect-concurrency C]
+//   loadgen hold --port P --conns N [--websocket PATH | --h2] [--exit-when-closed] [--connect-concurrency C]
 //     Opens N idle keep-alive connections, prints {"ready":N,...} (one line, flushed),
 //     then waits for stdin EOF, SIGTERM or SIGINT (or, with --exit-when-closed, for the
 //     server to have closed all of them), closes them and prints a final JSON line.
@@ -84,6 +90,7 @@ struct Options {
   long settle_ms = 100;
   long connect_concurrency = 200;
   bool exit_when_closed = false;
+  bool h2 = false;        // HTTP/2 by prior knowledge instead of HTTP/1.1
   std::string websocket;  // the path of a WebSocket handshake; empty: plain HTTP connections
   long seconds = 5;
   long size = 32;
@@ -94,9 +101,9 @@ struct Options {
                "usage:\n"
                "  loadgen idle --port P --conns N --server-pid PID --signal TERM|INT|NONE\n"
                "               [--inflight K --slow-ms MS] [--never-used U] [--half-sent H]\n"
-               "               [--timeout-ms T] [--settle-ms S] [--connect-concurrency C] [--websocket PATH]\n"
+               "               [--timeout-ms T] [--settle-ms S] [--connect-concurrency C] [--websocket PATH | --h2]\n"
                "  loadgen ws-echo --port P --conns N --websocket PATH [--seconds S] [--size B]\n"
-               "  loadgen hold --port P --conns N [--websocket PATH] [--exit-when-closed] [--connect-concurrency C]\n");
+               "  loadgen hold --port P --conns N [--websocket PATH | --h2] [--exit-when-closed] [--connect-concurrency C]\n");
   std::exit(2);
 }
 
@@ -118,8 +125,8 @@ Options parse(int argc, char** argv) {
   if (o.cmd != "idle" && o.cmd != "hold" && o.cmd != "ws-echo") usage();
   for (int i = 2; i < argc; ++i) {
     std::string_view k = argv[i];
-    if (k == "--exit-when-closed") {
-      o.exit_when_closed = true;
+    if (k == "--exit-when-closed" || k == "--h2") {
+      (k == "--h2" ? o.h2 : o.exit_when_closed) = true;
       continue;
     }
     if (i + 1 >= argc) usage();
@@ -292,6 +299,36 @@ long ws_parse(std::string_view buf, WsFrame& out) {
   return long(head + len);
 }
 
+// ---------------------------------------------------------------- HTTP/2 (RFC 9113), client side
+
+// Just what an idle or in-flight GET needs: no HPACK decoder (every server here sends
+// ":status: 200" as static table entry 8, one byte), no flow control (the bodies are tiny).
+enum H2Type : uint8_t { kData = 0, kHeaders = 1, kRstStream = 3, kSettings = 4, kPing = 6, kGoaway = 7 };
+constexpr uint8_t kEndStream = 0x1, kAck = 0x1, kEndHeaders = 0x4, kPadded = 0x8, kPriority = 0x20;
+constexpr uint8_t kStatus200 = 0x88;
+
+std::string h2_frame(uint8_t type, uint8_t flags, uint32_t stream, std::string_view payload) {
+  const size_t n = payload.size();
+  std::string f{char(n >> 16), char(n >> 8), char(n), char(type), char(flags),
+                char(stream >> 24), char(stream >> 16), char(stream >> 8), char(stream)};
+  return f.append(payload);
+}
+
+uint32_t be32(std::string_view b) {
+  return uint32_t(uint8_t(b[0])) << 24 | uint32_t(uint8_t(b[1])) << 16 | uint32_t(uint8_t(b[2])) << 8 | uint8_t(b[3]);
+}
+
+// The client preface, an empty SETTINGS and GET `path` as stream 1 (END_STREAM). HPACK:
+// :method GET, :scheme http and :path / from the static table, another :path as a literal
+// with the static name (paths here are under 127 bytes), :authority a literal.
+std::string h2_get(std::string_view path) {
+  std::string block = "\x82\x86";
+  block += path == "/" ? std::string("\x84") : std::string{'\x04', char(path.size())} + std::string(path);
+  block += "\x41\x09localhost";
+  return "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(kSettings, 0, 0, {}) +
+         h2_frame(kHeaders, kEndStream | kEndHeaders, 1, block);
+}
+
 // ---------------------------------------------------------------- connections
 
 enum Cls : uint8_t { kIdle, kNeverUsed, kHalfSent, kInflight, kClasses };
@@ -314,6 +351,9 @@ struct Conn {
   int close_code = -1;       // WebSocket: the code of the server's Close frame (0: none given)
   double close_frame_ms = -1;  // WebSocket: when that Close arrived, relative to t0
   long echoes = 0;           // ws-echo: round trips completed
+  int goaways = 0;           // HTTP/2: GOAWAY frames received
+  double first_goaway_ms = -1, last_goaway_ms = -1;  // relative to t0
+  long goaway_last_stream = -1;  // the last stream id of the latest GOAWAY
   std::string buf;
 };
 
@@ -338,7 +378,7 @@ struct Loader {
 
   explicit Loader(const Options& o)
       : opt(o),
-        idle_request(o.websocket.empty() ? std::string(kGet) : ws_handshake(o.websocket)),
+        idle_request(o.h2 ? h2_get("/") : o.websocket.empty() ? std::string(kGet) : ws_handshake(o.websocket)),
         idle_status(o.websocket.empty() ? 200 : 101) {
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0) die("epoll_create1: %s", std::strerror(errno));
@@ -389,8 +429,49 @@ struct Loader {
     }
   }
 
+  // HTTP/2 frames: SETTINGS and PINGs are acknowledged, GOAWAYs recorded, and stream 1's
+  // end (END_STREAM, or RST_STREAM: not a 200) marks the response complete.
+  void on_h2_data(Conn& c, const char* p, size_t n, double mono) {
+    c.buf.append(p, n);
+    const double at = triggered ? mono - t0 : -1;
+    size_t off = 0;
+    while (c.buf.size() - off >= 9) {
+      const std::string_view head(c.buf.data() + off, 9);
+      const size_t len = size_t(uint8_t(head[0])) << 16 | size_t(uint8_t(head[1])) << 8 | uint8_t(head[2]);
+      if (c.buf.size() - off < 9 + len) break;
+      const uint8_t type = uint8_t(head[3]), flags = uint8_t(head[4]);
+      const uint32_t stream = be32(head.substr(5)) & 0x7fffffffu;
+      const std::string_view payload(c.buf.data() + off + 9, len);
+      off += 9 + len;
+      std::string reply;
+      if (type == kSettings && !(flags & kAck)) reply = h2_frame(kSettings, kAck, 0, {});
+      if (type == kPing && !(flags & kAck)) reply = h2_frame(kPing, kAck, 0, payload);
+      if (!reply.empty()) (void)!::send(c.fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+      if (type == kGoaway && len >= 8) {
+        if (c.goaways++ == 0) c.first_goaway_ms = at;
+        c.last_goaway_ms = at;
+        c.goaway_last_stream = long(be32(payload) & 0x7fffffffu);
+      }
+      if (stream != 1 || c.complete) continue;
+      if (type == kHeaders && c.resp.status == 0) {
+        const size_t skip = (flags & kPadded ? 1 : 0) + (flags & kPriority ? 5 : 0);
+        c.resp.status = len > skip && uint8_t(payload[skip]) == kStatus200 ? 200 : -1;
+      }
+      if (type == kRstStream) c.resp.status = -1;
+      if (type == kRstStream || ((type == kData || type == kHeaders) && (flags & kEndStream))) {
+        c.complete = true;
+        c.resp_ms = at;
+      }
+    }
+    c.buf.erase(0, off);
+  }
+
   // Data on an armed connection. In-flight ones parse their response, others count it.
   void on_data(Conn& c, const char* p, size_t n, double mono) {
+    if (opt.h2) {
+      on_h2_data(c, p, n, mono);
+      return;
+    }
     if (c.cls == kIdle && !opt.websocket.empty()) {
       on_ws_data(c, p, n, mono);
       return;
@@ -514,6 +595,16 @@ struct Loader {
             if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
               die("server closed a connection during setup (%s)", r == 0 ? "EOF" : std::strerror(errno));
             if (r < 0) break;
+            if (opt.h2) {
+              on_h2_data(c, buf, size_t(r), mono);
+              if (!c.complete) break;
+              if (c.resp.status != 200) ++bad_status;
+              c.complete = false;  // for idle connections "complete" is about a later response
+              c.buf.clear();
+              c.buf.shrink_to_fit();
+              finish(c);
+              break;
+            }
             c.buf.append(buf, size_t(r));
             long used = parse_response(c.buf, c.resp);
             if (used < 0) die("malformed response during setup");
@@ -563,7 +654,8 @@ struct Loader {
     at += size_t(n_never);
     open_range(at, size_t(n_half), kHalfSent, kHalf);
     at += size_t(n_half);
-    std::string slow = "GET /slow?ms=" + std::to_string(opt.slow_ms) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string slow_path = "/slow?ms=" + std::to_string(opt.slow_ms);
+    const std::string slow = opt.h2 ? h2_get(slow_path) : "GET " + slow_path + " HTTP/1.1\r\nHost: x\r\n\r\n";
     open_range(at, size_t(n_inflight), kInflight, slow);
     if (bad_status > 0)
       die("%s idle connections did not get a %s", std::to_string(bad_status).c_str(),
@@ -641,6 +733,28 @@ double percentile_sorted(const std::vector<double>& v, double p) {
   double frac = idx - double(lo);
   if (lo + 1 >= v.size()) return v[lo];
   return v[lo] * (1 - frac) + v[lo + 1] * frac;
+}
+
+// HTTP/2: per class, how many connections saw no, one or two-or-more GOAWAYs, when the last
+// of them saw its first and its final one, and the largest last-stream id a final one carried.
+std::string h2_stats(const Loader& L, Cls cls) {
+  Json j;
+  long none = 0, once = 0, twice = 0, last_stream = -1;
+  double first = -1, final = -1;
+  for (const Conn& c : L.conns) {
+    if (c.cls != cls) continue;
+    (c.goaways == 0 ? none : c.goaways == 1 ? once : twice) += 1;
+    first = std::max(first, c.first_goaway_ms);
+    final = std::max(final, c.last_goaway_ms);
+    last_stream = std::max(last_stream, c.goaway_last_stream);
+  }
+  j.num("no_goaway", none);
+  j.num("one_goaway", once);
+  j.num("two_goaways", twice);
+  j.ms("last_first_goaway_ms", first);
+  j.ms("last_final_goaway_ms", final);
+  j.num("max_final_last_stream", last_stream);
+  return j.done();
 }
 
 std::string class_stats(const Loader& L, Cls cls) {
@@ -783,6 +897,10 @@ int cmd_idle(const Options& opt) {
     if (n > 0 || cls == kIdle) j.raw(kClsName[k], class_stats(L, cls));
   }
   if (!opt.websocket.empty()) j.raw("ws_close", ws_close_stats(L));
+  if (opt.h2) {
+    j.raw("h2_idle", h2_stats(L, kIdle));
+    if (opt.inflight > 0) j.raw("h2_inflight", h2_stats(L, kInflight));
+  }
   std::printf("%s\n", j.done().c_str());
   std::fflush(stdout);
   return 0;

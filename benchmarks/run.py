@@ -42,6 +42,11 @@ SUBJECT = "sluice"          # the server the targets are about
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NO_DATA = "no data (every run failed)"
 _children = []               # Popen objects we started, killed at exit if still running
+# h2_bench and tls_bench import this module as `run`: the same one, not a second copy of it.
+sys.modules.setdefault("run", sys.modules[__name__])
+import h2_bench   # noqa: E402  HTTP/2 (issue 11)
+import hold       # noqa: E402  the idle-connection client for TLS: its HTTP/1.1 GET and TLS client
+import tls_bench  # noqa: E402  TLS (issue 12)
 
 
 def log(msg):
@@ -170,13 +175,16 @@ class LineReader:
 class Server:
     """One kind of server. `hello_interface` servers print `listening on` and the JSON line."""
 
-    def __init__(self, name, argv_fn, hello_interface=True, stop_tests=True, setup=None, cpus=None):
+    def __init__(self, name, argv_fn, hello_interface=True, stop_tests=True, setup=None, cpus=None,
+                 scheme="http", warm=None):
         self.name = name
         self.argv_fn = argv_fn
         self.hello_interface = hello_interface
         self.stop_tests = stop_tests   # takes part in stop / graceful / memory measurements
         self.setup = setup             # callable(run_dir, port) for nginx
         self.cpus = cpus               # CPUs it may use; None: the server CPU
+        self.scheme = scheme           # "https": TLS (wrk, h2load)
+        self.warm = warm               # callable(Running) when warm_up's plain HTTP/1.1 does not fit
 
 
 class Running:
@@ -269,20 +277,23 @@ def wait_connectable(port, timeout, proc):
     raise RuntimeError(f"nothing listening on port {port} after {timeout} s")
 
 
-def warm_up(port, requests=20):
+def warm_up(port, requests=20, tls=False):
     """A few keep-alive requests on one connection (lazy init / JIT), then close it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if tls:
+        s = hold.client_context().wrap_socket(s)
+    with s:
         for _ in range(requests):
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            data = b""
-            while b"Hello, world!\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    raise RuntimeError("warm-up: connection closed")
-                data += chunk
-            if not data.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"warm-up: unexpected response {data[:60]!r}")
+            hold.h1_get(s)
     time.sleep(0.05)
+
+
+def warm(srv):
+    """Warms a running server up in the protocol it speaks."""
+    if srv.server.warm:
+        srv.server.warm(srv)
+    else:
+        warm_up(srv.port)
 
 
 def read_rss_kb(pid):
@@ -328,17 +339,23 @@ def make_servers(env, sluice_path, go_peer):
         servers.append(Server("go", lambda port, grace_ms, run_dir:
                               [go_peer, "--port", str(port), "--grace-ms", str(grace_ms)]))
     if env.nginx:
-        template = (PEERS / "nginx" / "nginx.conf.in").read_text()
-
-        def nginx_argv(port, grace_ms, run_dir):
-            rd = str(run_dir)
-            (run_dir / "nginx.conf").write_text(
-                template.replace("@RUNDIR@", rd).replace("@PORT@", str(port)))
-            return [env.nginx, "-p", rd + "/", "-c", rd + "/nginx.conf", "-e", rd + "/error.log"]
-        servers.append(Server("nginx", nginx_argv, hello_interface=False, stop_tests=False))
+        servers.append(nginx_server(env, "nginx"))
     else:
         log("nginx not found: skipping the nginx peer")
     return servers
+
+
+def nginx_server(env, name, listen="", server_lines="", **kw):
+    """nginx from peers/nginx/nginx.conf.in; listen: extra listen parameters (http2, ssl),
+    server_lines: extra server directives (the certificate)."""
+    template = (PEERS / "nginx" / "nginx.conf.in").read_text()
+
+    def nginx_argv(port, grace_ms, run_dir):
+        rd = str(run_dir)
+        (run_dir / "nginx.conf").write_text(template.replace("@RUNDIR@", rd).replace("@PORT@", str(port))
+                                            .replace("@LISTEN@", listen).replace("@SERVER@", server_lines))
+        return [env.nginx, "-p", rd + "/", "-c", rd + "/nginx.conf", "-e", rd + "/error.log"]
+    return Server(name, nginx_argv, hello_interface=False, stop_tests=False, **kw)
 
 
 def rotated(items, k):
@@ -352,9 +369,9 @@ def rotated(items, k):
 # --------------------------------------------------------------------------- measurements
 
 def run_loadgen_idle(env, srv, n, sig, inflight=0, slow_ms=2000, never=0, half=0, timeout_ms=30000,
-                     websocket=None):
+                     websocket=None, extra=()):
     argv = [env.loadgen, "idle", "--port", str(srv.port), "--conns", str(n),
-            "--server-pid", str(srv.pid), "--signal", sig, "--timeout-ms", str(timeout_ms)]
+            "--server-pid", str(srv.pid), "--signal", sig, "--timeout-ms", str(timeout_ms), *extra]
     if websocket:
         argv += ["--websocket", websocket]
     if inflight:
@@ -371,12 +388,12 @@ def run_loadgen_idle(env, srv, n, sig, inflight=0, slow_ms=2000, never=0, half=0
 
 
 def stop_run(env, server, n, sig="INT", inflight=0, slow_ms=2000, never=0, half=0,
-             grace_ms=5000, timeout_ms=30000):
+             grace_ms=5000, timeout_ms=30000, extra=()):
     srv = Running(env, server, grace_ms=grace_ms)
     try:
-        warm_up(srv.port)
+        warm(srv)
         rss_before = read_rss_kb(srv.pid)
-        lg = run_loadgen_idle(env, srv, n, sig, inflight, slow_ms, never, half, timeout_ms)
+        lg = run_loadgen_idle(env, srv, n, sig, inflight, slow_ms, never, half, timeout_ms, extra=extra)
         stopped = srv.wait_stopped(timeout=timeout_ms / 1000 + 10)
     except BaseException:
         srv.kill()
@@ -567,7 +584,7 @@ def wrk_run(env, srv, seconds, close):
     argv = [env.wrk, "-t1", "-c50", f"-d{seconds}s", "--latency"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{srv.port}/")
+    argv.append(f"{srv.server.scheme}://127.0.0.1:{srv.port}/")
     cpu0 = read_cpu_s(srv.pid)
     r = subprocess.run(env.on_client_cpu(argv), capture_output=True, text=True, timeout=seconds + 60)
     cpu1 = read_cpu_s(srv.pid)
@@ -585,22 +602,27 @@ def wrk_run(env, srv, seconds, close):
     return res
 
 
-def measure_wrk(env, servers, seconds, rounds, results):
-    """Throughput (keep-alive) and churn (Connection: close); one process per server."""
+def measure_wrk(env, servers, seconds, rounds, results, kinds=(("throughput", False), ("churn", True)),
+                client=wrk_run):
+    """Throughput (keep-alive) and churn (Connection: close); one process per server. kinds: the
+    (results key, Connection: close?) pairs to measure; client: wrk_run or another with its
+    signature and figures (h2_bench.h2load_run)."""
     running = {}
     for server in servers:
         try:
             running[server.name] = Running(env, server)
-            warm_up(running[server.name].port)
+            warm(running[server.name])
         except Exception as e:
             log(f"[wrk] {server.name}: cannot start: {e}")
+            if server.name in running:   # started but not serving: no rounds against it
+                running.pop(server.name).kill()
     try:
         for srv in running.values():   # JIT / caches warm, equal for everyone
             try:
-                wrk_run(env, srv, 1, close=False)
+                client(env, srv, 1, close=False)
             except Exception as e:
                 log(f"[wrk warm-up] {srv.server.name}: {e}")
-        for kind, close in (("throughput", False), ("churn", True)):
+        for kind, close in kinds:
             runs = []
             for r in range(rounds):
                 for server in rotated(servers, r):
@@ -608,7 +630,7 @@ def measure_wrk(env, servers, seconds, rounds, results):
                     if srv is None:
                         continue
                     try:
-                        res = wrk_run(env, srv, seconds, close)
+                        res = client(env, srv, seconds, close)
                         res.update(server=server.name, round=r)
                         log(f"[{kind} round {r + 1}/{rounds}] {server.name}: {fmt(res['rps'], 0)} req/s, "
                             f"p99 {fmt(res['p99_ms'], 2)} ms, CPU {fmt(res['cpu_s_per_100k'], 3)} s/100k, "
@@ -643,9 +665,10 @@ def measure_wrk(env, servers, seconds, rounds, results):
                 log(f"[wrk] {srv.server.name}: stop: {e}")
 
 
-def measure_memory(env, servers, n, rounds, results, key="memory", websocket=None):
+def measure_memory(env, servers, n, rounds, results, key="memory", websocket=None, hold_argv=None):
     """RSS growth per idle keep-alive connection (loadgen hold); with websocket=PATH, per idle
-    WebSocket (no compression) instead."""
+    WebSocket (no compression) instead. hold_argv: callable(srv, n) giving the argv of another holding
+    client with loadgen hold's interface (HTTP/2, TLS)."""
     runs = []
     for r in range(rounds):
         for server in rotated(servers, r):
@@ -655,12 +678,13 @@ def measure_memory(env, servers, n, rounds, results, key="memory", websocket=Non
                     if websocket:
                         ws_warm_up(env, srv, websocket)
                     else:
-                        warm_up(srv.port)
+                        warm(srv)
                     time.sleep(0.2)
                     before = read_rss_kb(srv.pid)
                     ws_args = ["--websocket", websocket] if websocket else []
-                    hold = subprocess.Popen(env.on_client_cpu([env.loadgen, "hold", "--port", str(srv.port),
-                                                               "--conns", str(n)] + ws_args),
+                    argv = hold_argv(srv, n) if hold_argv else [env.loadgen, "hold", "--port", str(srv.port),
+                                                                "--conns", str(n)] + ws_args
+                    hold = subprocess.Popen(env.on_client_cpu(argv),
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE)
                     _children.append(hold)
@@ -1135,6 +1159,7 @@ def render_markdown(res, checks, has_subject):
         L.append("")
 
     L += render_websocket(res, checks, has_subject)
+    L += h2_bench.render(res) + tls_bench.render(res)
 
     errors = {}
     for section in ("stop", "graceful", "throughput", "churn", "memory", "ws_echo", "ws_memory", "ws_shutdown"):
@@ -1263,9 +1288,10 @@ def main():
     ap.add_argument("--sluice-ws-server", help="sluice's examples/websocket_echo (omit: npm ws only)")
     ap.add_argument("--out-dir", default=str(HERE / "results"))
     ap.add_argument("--quick", action="store_true", help="1 round, small N, short wrk runs (< 2 min)")
-    ap.add_argument("--only", default="stop,graceful,throughput,memory,websocket",
-                    help="comma-separated subset of stop,graceful,throughput,memory,websocket (throughput "
-                         "includes churn; websocket: echo, memory and graceful shutdown against npm ws)")
+    ap.add_argument("--only", default="stop,graceful,throughput,memory,websocket,h2,tls",
+                    help="comma-separated subset of stop,graceful,throughput,memory,websocket,h2,tls (throughput "
+                         "includes churn; websocket: echo, memory and graceful shutdown against npm ws; h2: "
+                         "benchmarks/h2_bench.py; tls: benchmarks/tls_bench.py)")
     ap.add_argument("--rounds", type=int, help="rounds per figure (default 3; --quick: 1)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary run directories "
                     "(server stderr logs, nginx error log)")
@@ -1331,9 +1357,15 @@ def main():
         measure_ws_echo(env, ws_servers, 50, 3 if args.quick else 10, rounds, res)
         measure_memory(env, ws_servers, 3000, rounds, res, key="ws_memory", websocket=WS_PATH)
         measure_ws_shutdown(env, ws_servers, 1000, rounds, res)
+    sluice = args.sluice_server and Path(args.sluice_server).resolve()
+    if "h2" in only:
+        h2_bench.measure(env, res, sluice, go_peer, args.stop_latency, args.quick, rounds)
+    if "tls" in only:
+        tls_bench.measure(env, res, sluice, go_peer, args.tls_stop, args.quick, rounds)
 
     res["meta"]["loadavg_at_end"] = os.getloadavg()[0]
     checks = compute_targets(res, has_subject)
+    checks.update(h2_bench.targets(res), **tls_bench.targets(res))
     res["targets"] = checks
     res["meta"]["duration_s"] = round(time.monotonic() - started, 1)
     md = render_markdown(res, checks, has_subject)

@@ -1,7 +1,7 @@
 // stop_latency: how long stop_now() takes with N idle connections, next to
 // the floor of closing the same number of accepted sockets in a bare loop.
 //
-//   stop_latency [--conns 1000,9000] [--rounds 5] [--loadgen PATH] [--client-cpu C] [--json]
+//   stop_latency [--conns 1000,9000] [--rounds 5] [--loadgen PATH] [--client-cpu C] [--json] [--h2]
 //
 // For each N and round, a second process (loadgen hold) opens N keep-alive
 // connections that each make one request and then sit idle. The server side
@@ -11,6 +11,8 @@
 //   floor  close() over the N accepted descriptors, nothing else
 //   epoll floor  the same close() loop over descriptors registered in an epoll
 //          set the way Asio's reactor registers them: what any event loop pays
+//   http2  with --h2: sluice::http::server::stop_now() with N idle HTTP/2
+//          connections (h2c, each did one stream: loadgen hold --h2)
 // Each figure is the median over the rounds; memory is the heap the server
 // holds per idle connection (largest over the rounds), measured with mallinfo2.
 #include "sluice/http/server.hpp"
@@ -58,12 +60,14 @@ struct settings {
   std::string loadgen;
   int client_cpu = -1;
   bool json = false;
+  bool h2 = false;  // also an http2 row: the HTTP server with idle h2c connections
 };
 
 // The load generator, a child process holding N idle connections.
 class client {
  public:
-  client(const settings& s, unsigned short port, int n) {
+  // h2: the connections speak HTTP/2 (h2c) instead of HTTP/1.1.
+  client(const settings& s, unsigned short port, int n, bool h2 = false) {
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) throw std::runtime_error("pipe failed");
     pid_ = fork();
@@ -78,7 +82,8 @@ class client {
       dup2(in[0], 0);
       dup2(out[1], 1);
       auto p = std::to_string(port), c = std::to_string(n);
-      execl(s.loadgen.c_str(), "loadgen", "hold", "--port", p.c_str(), "--conns", c.c_str(), nullptr);
+      execl(s.loadgen.c_str(), "loadgen", "hold", "--port", p.c_str(), "--conns", c.c_str(), h2 ? "--h2" : nullptr,
+            nullptr);
       _exit(127);
     }
     ::close(in[0]);
@@ -137,12 +142,13 @@ asio::awaitable<void> tcp_responder(tcp::socket s) {
 }
 
 template <typename Server>
-bench::sample measure_server(const settings& s, int n, std::function<std::unique_ptr<Server>(asio::io_context&)> make) {
+bench::sample measure_server(const settings& s, int n, std::function<std::unique_ptr<Server>(asio::io_context&)> make,
+                             bool h2 = false) {
   asio::io_context io(1);
   auto server = make(io);
   auto port = server->local_endpoints().front().port();
   const auto heap_before = bench::heap_in_use();
-  client c(s, port, n);
+  client c(s, port, n, h2);
   bench::sample result{};
   asio::co_spawn(
       io,
@@ -229,6 +235,8 @@ settings parse(int argc, char** argv) {
       s.client_cpu = std::stoi(value());
     } else if (a == "--json") {
       s.json = true;
+    } else if (a == "--h2") {
+      s.h2 = true;
     } else {
       throw std::invalid_argument("unknown argument " + a);
     }
@@ -271,10 +279,16 @@ int main(int argc, char** argv) try {
       ms["http"].push_back(h.ms);
       heap["tcp"] = std::max(heap["tcp"], t.heap_per_conn);
       heap["http"] = std::max(heap["http"], h.heap_per_conn);
+      if (s.h2) {
+        auto h2 = measure_server<sluice::http::server>(s, n, make_http, true);
+        ms["http2"].push_back(h2.ms);
+        heap["http2"] = std::max(heap["http2"], h2.heap_per_conn);
+      }
     }
     const double floor_ms = bench::median(ms["floor"]);
     const double epoll_floor_ms = bench::median(ms["epoll floor"]);
-    for (std::string server : {"tcp", "http"}) {
+    for (std::string server : {"tcp", "http", "http2"}) {
+      if (ms[server].empty()) continue;
       const double m = bench::median(ms[server]);
       if (s.json)
         std::printf("{\"n\":%d,\"server\":\"%s\",\"stop_now_ms\":%.3f,\"floor_ms\":%.3f,\"epoll_floor_ms\":%.3f,"

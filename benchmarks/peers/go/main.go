@@ -1,7 +1,9 @@
 // Go net/http peer for sluice's benchmarks; same interface as sluice's hello_server:
 //
-//	sluice-bench-peer [--port P] [--grace-ms G]
+//	sluice-bench-peer [--port P] [--grace-ms G] [--cert CERT --key KEY]
 //
+// With --cert and --key it serves HTTPS, and net/http then offers h2 and http/1.1 by ALPN
+// (Go 1.19 has no h2c without golang.org/x/net, so HTTP/2 is measured over TLS here).
 // prints `listening on 127.0.0.1:P`; GET / -> "Hello, world!\n"; GET /slow?ms=X -> 200 after X ms.
 // SIGINT (or a second signal): srv.Close(). SIGTERM: srv.Shutdown(ctx with deadline G), then
 // srv.Close() if the deadline passed. Prints one JSON line {"event":"stopped",...} once that
@@ -63,6 +65,8 @@ func (t *tracker) counts() (idle, active, total int) {
 func main() {
 	port := flag.Int("port", 0, "port (0: any)")
 	graceMs := flag.Int("grace-ms", 5000, "graceful-stop deadline in ms")
+	cert := flag.String("cert", "", "PEM certificate chain: serve HTTPS (h2 and http/1.1)")
+	key := flag.String("key", "", "PEM private key of --cert")
 	flag.Parse()
 
 	var stopping atomic.Bool
@@ -106,7 +110,11 @@ func main() {
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go srv.Serve(ln)
+	if *cert != "" {
+		go srv.ServeTLS(ln, *cert, *key)
+	} else {
+		go srv.Serve(ln)
+	}
 	fmt.Printf("listening on 127.0.0.1:%d\n", ln.Addr().(*net.TCPAddr).Port)
 
 	sig := <-sigs

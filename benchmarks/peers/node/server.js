@@ -1,12 +1,16 @@
 'use strict';
 // Node.js `http` peer for sluice's benchmarks; same interface as sluice's hello_server:
-//   node server.js [--port P] [--grace-ms G]
+//   node server.js [--port P] [--grace-ms G] [--tls CERT KEY]
+// With --tls: `https` on the PEM certificate chain CERT and key KEY (HTTP/1.1 only; the
+// HTTP/2 peer is h2server.js).
 // prints `listening on 127.0.0.1:P`; GET / -> "Hello, world!\n"; GET /slow?ms=X -> 200 after X ms.
 // SIGINT (or a second signal): server.close() + closeAllConnections().
 // SIGTERM: server.close() + closeIdleConnections(), closeAllConnections() at the deadline.
 // Prints one JSON line {"event":"stopped",...} when server.close's callback ran (all
 // connections ended) and exits 0.
 const http = require('http');
+const https = require('https');
+const fs = require('fs');
 
 function arg(name, dflt) {
   const argv = process.argv.slice(2);
@@ -18,6 +22,9 @@ function arg(name, dflt) {
 }
 const port = arg('--port', 0);
 const graceMs = arg('--grace-ms', 5000);
+const tlsAt = process.argv.indexOf('--tls');
+const tls = tlsAt < 0 ? null
+  : { cert: fs.readFileSync(process.argv[tlsAt + 1]), key: fs.readFileSync(process.argv[tlsAt + 2]) };
 
 const HELLO = 'Hello, world!\n';
 const HELLO_LEN = String(Buffer.byteLength(HELLO));
@@ -40,7 +47,7 @@ function reply(req, res) {
 // per-request listeners, so the bookkeeping costs nothing on the throughput path).
 const busy = (sock) => sock._httpMessage != null;
 
-const server = http.createServer((req, res) => {
+const onRequest = (req, res) => {
   const url = req.url;
   if (url === '/') return reply(req, res);
   if (url.startsWith('/slow')) {
@@ -52,7 +59,8 @@ const server = http.createServer((req, res) => {
   }
   res.writeHead(404, { 'Content-Type': 'text/plain', 'Content-Length': '10' });
   res.end('not found\n');
-});
+};
+const server = tls ? https.createServer(tls, onRequest) : http.createServer(onRequest);
 // Node 20 defaults: keepAliveTimeout 5 s (would close idle benchmark connections),
 // headersTimeout 60 s, requestTimeout 300 s, checked every connectionsCheckingInterval (30 s).
 server.keepAliveTimeout = 120000;
@@ -60,7 +68,8 @@ server.headersTimeout = 120000;
 server.requestTimeout = 0;
 server.maxRequestsPerSocket = 0;
 
-server.on('connection', (sock) => {
+// Over TLS, 'secureConnection' gives the TLS socket, the one a response is attached to.
+server.on(tls ? 'secureConnection' : 'connection', (sock) => {
   sockets.add(sock);
   sock.on('close', () => {
     sockets.delete(sock);
