@@ -26,7 +26,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,7 +71,7 @@ inline std::string frame(std::uint8_t type, std::uint8_t flags, std::uint32_t st
   return out;
 }
 
-inline std::string settings(std::initializer_list<setting> values = {}) {
+inline std::string settings(const std::vector<setting>& values = {}) {
   std::string payload;
   for (auto [id, value] : values) {
     put_be(payload, id, 2);
@@ -298,7 +297,7 @@ class client {
   // The preface and a SETTINGS frame with `values`; then, when `wait` is set, reads until the
   // server's SETTINGS (acknowledged on the way) and the ACK of ours have arrived, so that both
   // sides' settings are in force.
-  awaitable<void> start(std::initializer_list<setting> values = {}, bool wait = true) {
+  awaitable<void> start(std::vector<setting> values = {}, bool wait = true) {
     std::string hello(client_preface);
     hello += settings(values);
     co_await send(hello);
