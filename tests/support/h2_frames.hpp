@@ -110,6 +110,22 @@ inline std::string goaway(std::uint32_t last_stream, std::uint32_t code) {
   return frame(NGHTTP2_GOAWAY, NGHTTP2_FLAG_NONE, 0, payload);
 }
 
+// A header block as HEADERS then CONTINUATIONs of at most `max_frame` bytes each, the last with
+// END_HEADERS; `flags` (END_STREAM) go on the HEADERS frame.
+inline std::string header_frames(std::uint32_t stream, std::string_view block, std::uint8_t flags,
+                                 std::size_t max_frame = default_max_frame_size) {
+  std::string out;
+  std::uint8_t type = NGHTTP2_HEADERS;
+  do {
+    const std::string_view piece = block.substr(0, max_frame);
+    block.remove_prefix(piece.size());
+    const std::uint8_t end = block.empty() ? NGHTTP2_FLAG_END_HEADERS : NGHTTP2_FLAG_NONE;
+    out += frame(type, static_cast<std::uint8_t>((type == NGHTTP2_HEADERS ? flags : 0) | end), stream, piece);
+    type = NGHTTP2_CONTINUATION;
+  } while (!block.empty());
+  return out;
+}
+
 // The pseudo-header fields of a request over h2c, then `extra`.
 inline header_list request_fields(std::string_view method, std::string_view path, header_list extra = {}) {
   header_list h{{":method", std::string(method)},
@@ -118,6 +134,14 @@ inline header_list request_fields(std::string_view method, std::string_view path
                 {":path", std::string(path)}};
   h.insert(h.end(), std::make_move_iterator(extra.begin()), std::make_move_iterator(extra.end()));
   return h;
+}
+
+// A header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113 6.5.2): each
+// field's name and value, uncompressed, plus 32.
+inline std::size_t header_list_size(const header_list& fields) {
+  std::size_t n = 0;
+  for (auto& [name, value] : fields) n += name.size() + value.size() + 32;
+  return n;
 }
 
 // HPACK ---------------------------------------------------------------------------------------
@@ -303,7 +327,8 @@ class client {
     co_await send(hello);
     if (!wait) co_return;
     auto both = [this] { return server_settings_ && settings_acked_; };
-    if (!co_await until(both)) throw std::runtime_error("h2 client: the connection ended during the SETTINGS exchange");
+    const bool started = co_await until(both);
+    if (!started) throw std::runtime_error("h2 client: the connection ended during the SETTINGS exchange");
   }
 
   // A request's HEADERS frame (END_HEADERS; END_STREAM unless `body_follows`).
@@ -326,16 +351,19 @@ class client {
         record(*f);
         co_return f;
       }
-      if (!co_await fill()) co_return std::nullopt;
+      const bool more = co_await fill();
+      if (!more) co_return std::nullopt;
     }
   }
 
   // Reads frames until `pred()` holds (true) or the connection ends first (false).
   template <typename Pred>
   awaitable<bool> until(const Pred& pred) {
-    while (!pred())
-      if (!co_await next_frame()) co_return pred();
-    co_return true;
+    for (;;) {
+      if (pred()) co_return true;
+      const auto f = co_await next_frame();
+      if (!f) co_return pred();
+    }
   }
 
   // Reads until stream `id` is done (END_STREAM or RST_STREAM) or the connection ends.
@@ -347,9 +375,10 @@ class client {
 
   // Reads until the connection ends, recording everything; how it ended.
   awaitable<std::error_code> until_closed() {
-    while (co_await next_frame()) {
+    for (;;) {
+      const auto f = co_await next_frame();
+      if (!f) co_return ended_;
     }
-    co_return ended_;
   }
 
   // A GET on a new stream `id`, its response read whole: the well-behaved request.
@@ -378,7 +407,8 @@ class client {
     for (;;) {
       auto c = splitter_.next();
       if (!c) {
-        if (!co_await fill()) co_return;
+        const bool more = co_await fill();
+        if (!more) co_return;
         continue;
       }
       if (c->type != NGHTTP2_CONTINUATION || c->stream != f.stream)
