@@ -178,7 +178,8 @@ awaitable<bool> h2_flood(h2::client& c, std::string_view unit, std::size_t cap, 
   std::string batch;
   while (batch.size() < 64 * 1024) batch += unit;
   for (sent = 0; sent < cap; sent += batch.size()) {
-    if (co_await c.try_send(batch)) co_return true;
+    const auto failed = co_await c.try_send(batch);
+    if (failed) co_return true;
     heap.sample();
   }
   co_return false;
@@ -531,7 +532,8 @@ TEST_CASE("h2 two-phase GOAWAY: a stream sent before the PING's ACK is served, o
 
     // Phase one: GOAWAY(2^31-1, NO_ERROR), then a PING whose ACK marks the round trip.
     auto notice_and_ping = [&c] { return !c.goaways().empty() && !c.pings().empty(); };
-    REQUIRE(co_await c.until(notice_and_ping));
+    const bool noticed = co_await c.until(notice_and_ping);
+    REQUIRE(noticed);
     CHECK(c.goaways().front().last_stream_id() == h2::max_stream_id);
     CHECK(c.goaways().front().error_code() == NGHTTP2_NO_ERROR);
     CHECK(c.goaways().size() == 1);
@@ -539,7 +541,8 @@ TEST_CASE("h2 two-phase GOAWAY: a stream sent before the PING's ACK is served, o
     // round trip ends and must serve it.
     co_await c.send(c.request(3, "GET", "/") + h2::ping(c.pings().front().payload, true));
     auto final_goaway = [&c] { return c.goaways().size() >= 2; };
-    REQUIRE(co_await c.until(final_goaway));
+    const bool finally = co_await c.until(final_goaway);
+    REQUIRE(finally);
     CHECK(c.goaways().back().last_stream_id() == 3);
     CHECK(c.goaways().back().error_code() == NGHTTP2_NO_ERROR);
     auto crossed = co_await c.until_stream_ends(3);
