@@ -283,8 +283,9 @@ struct stream_result {
   bool done() const { return ended || reset.has_value(); }
 };
 
-inline const char* error_name(std::uint32_t code) {
-  return nghttp2_http2_strerror(code);
+// "REFUSED_STREAM (7)", for messages (a std::string: doctest prints a const char* as a pointer).
+inline std::string error_name(std::uint32_t code) {
+  return std::string(nghttp2_http2_strerror(code)) + " (" + std::to_string(code) + ")";
 }
 
 // A raw HTTP/2 client over one TCP connection. It sends exactly the bytes it is given, and
