@@ -54,6 +54,7 @@ namespace detail {
 struct body_source {
   virtual asio::awaitable<std::string_view> read_some() = 0;
   virtual bool body_done() const = 0;
+  virtual const fields& trailers() const = 0;
   virtual bool server_draining() const = 0;
   virtual asio::awaitable<asio::cancellation_slot> cancellation_slot() = 0;
   virtual bool client_gone() = 0;
@@ -125,6 +126,8 @@ class request {
     return std::nullopt;
   }
   int version_minor() const { return head_.version_minor; }
+  // 10 for HTTP/1.0, 11 for HTTP/1.1, 20 for HTTP/2.
+  int version() const { return head_.version_major * 10 + head_.version_minor; }
   const fields& headers() const { return head_.headers; }
   const request_head& head() const { return head_; }
   bool has_body() const { return head_.body != body_kind::none; }
@@ -147,6 +150,10 @@ class request {
   }
 
   bool body_done() const { return body_.body_done(); }
+
+  // The trailing fields of a body that had some (HTTP/1.1 chunked trailers,
+  // HTTP/2 trailing HEADERS): complete once body_done().
+  const fields& trailers() const { return body_.trailers(); }
 
   // True once the server's shutdown() has started (its drain_delay
   // included): what a readiness endpoint should answer 503 to.

@@ -21,6 +21,7 @@
 
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/parser.hpp"
+#include "sluice/http2/options.hpp"
 #include "sluice/tcp/server.hpp"
 
 #include <asio/ip/tcp.hpp>
@@ -70,6 +71,9 @@ struct server_options {
   // "Connection: close" (at most tcp.max_refusing at once, past which it
   // pauses as well): a client then learns at once instead of timing out.
   bool answer_503_at_limit = false;
+  // HTTP/2 (when sluice is built with libnghttp2): h2 by ALPN over TLS, h2c
+  // by prior knowledge on plain TCP, and its limits (http2/options.hpp).
+  http2_options http2;
   tcp::server_options tcp;
 };
 

@@ -69,6 +69,7 @@ struct request_head {
   // "*" for asterisk-form; empty for CONNECT.
   std::string_view path_and_query;
   int version_minor = 1;  // HTTP/1.0 or HTTP/1.1
+  int version_major = 1;  // 2 for a head built from HTTP/2 fields (assign_line), minor 0
   fields headers;
   body_kind body = body_kind::none;  // Content-Length: 0 is body_kind::none
   std::uint64_t content_length = 0;  // when body == length
@@ -91,6 +92,17 @@ struct request_head {
     return *this;
   }
 
+  // A head built from parts rather than parsed (HTTP/2's pseudo-header
+  // fields): the three are copied into the head's own storage, and
+  // path_and_query is the target, except for CONNECT (none).
+  void assign_line(std::string_view m, std::string_view t, std::string_view a) {
+    line_.assign(m).append(t).append(a);
+    method = std::string_view(line_).substr(0, m.size());
+    target = std::string_view(line_).substr(m.size(), t.size());
+    authority = std::string_view(line_).substr(m.size() + t.size());
+    path_and_query = m == "CONNECT" ? std::string_view{} : target;
+  }
+
   request_head& operator=(request_head&& other) noexcept {
     if (this == &other) return *this;
     const std::string_view old_line = other.line_;  // where the views point before the move
@@ -111,6 +123,7 @@ struct request_head {
     authority = rebase(other.authority, other_line);
     path_and_query = rebase(other.path_and_query, other_line);
     version_minor = other.version_minor;
+    version_major = other.version_major;
     body = other.body;
     content_length = other.content_length;
     keep_alive = other.keep_alive;
@@ -132,6 +145,7 @@ struct request_head {
     line_.clear();
     method = target = authority = path_and_query = {};
     version_minor = 1;
+    version_major = 1;
     headers.clear();
     body = body_kind::none;
     content_length = 0;

@@ -65,6 +65,15 @@
 // - A lingering close lasts at most linger_timeout however fast the peer
 //   sends, and ends at once at stop_now() or the shutdown deadline.
 // - Idle keep-alive connections hold no read buffer (plain TCP).
+// - HTTP/2 (built with libnghttp2; server_options::http2): h2c by prior
+//   knowledge on plain TCP, h2 by ALPN over TLS, the same handlers (each
+//   stream's a task of its connection; RST_STREAM fires its cancellation
+//   slot). shutdown() sends GOAWAY(2^31-1) and a PING, then GOAWAY(last
+//   stream processed); those streams complete, the connection closes after
+//   the last; an HTTP/2 connection with no open stream closes at once. At
+//   the deadline and at stop_now(): RST_STREAM(CANCEL), every handler
+//   cancelled and awaited. See http2/protocol.hpp. "Upgrade: h2c" is
+//   answered over HTTP/1.1.
 // - Call shutdown() and stop_now() from outside the server's own handlers: a
 //   handler is one of the sessions being stopped (see sluice/signals.hpp for
 //   the usual signal policy in one line).
@@ -100,6 +109,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -115,9 +125,15 @@ struct shutdown_summary {
 };
 
 // The application protocols this server speaks, as ALPN names, most
-// preferred first: what a TLS transport offers for it (tls::server). h2 will
-// lead once HTTP/2 is served.
-inline constexpr std::array<std::string_view, 1> alpn_protocols{"http/1.1"};
+// preferred first: what a TLS transport offers for it (tls::server).
+inline constexpr std::array<std::string_view, 2> alpn_protocols{"h2", "http/1.1"};
+
+// What a TLS transport offers for a server with these options: HTTP/2 only
+// when it is enabled and built in.
+inline std::span<const std::string_view> alpn_protocols_for(const server_options& o) {
+  const bool h2 = detail::http2_available && o.http2.enabled;
+  return std::span<const std::string_view>(alpn_protocols).subspan(h2 ? 0 : 1);
+}
 
 template <net::transport Transport>
 class basic_server {

@@ -22,6 +22,7 @@
 #include <asio/ip/tcp.hpp>
 
 #include <cstddef>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -64,6 +65,7 @@ struct plain {
 
   static asio::awaitable<std::error_code> handshake(stream_type&) { co_return std::error_code{}; }
   static asio::awaitable<void> async_close_notify(stream_type&) { co_return; }
+  static std::string_view alpn(stream_type&) { return {}; }
 };
 
 static_assert(transport<plain>);

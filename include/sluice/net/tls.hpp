@@ -153,6 +153,13 @@ class tls {
 
   static asio::ip::tcp::socket& socket(tls_stream& s) noexcept { return s.socket(); }
 
+  static std::string_view alpn(tls_stream& s) {
+    const unsigned char* name = nullptr;
+    unsigned int length = 0;
+    SSL_get0_alpn_selected(s.ssl().native_handle(), &name, &length);
+    return name ? std::string_view(reinterpret_cast<const char*>(name), length) : std::string_view{};
+  }
+
   // A cancel alone can land between two steps of an SSL operation and be
   // lost; with the receiving side shut too, the next step's read ends at
   // once. Writes (a 408) still go out.

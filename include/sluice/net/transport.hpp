@@ -29,6 +29,7 @@
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <string_view>
 #include <system_error>
 #include <tuple>
 #include <type_traits>
@@ -126,6 +127,10 @@ concept transport = requires(T& t, typename T::stream_type& s, asio::ip::tcp::so
   // a peer that fails; bounded by the transport; ends on terminal
   // cancellation.
   { T::async_close_notify(s) } -> std::same_as<asio::awaitable<void>>;
+
+  // The application protocol the handshake agreed on (ALPN), empty when none was: what a
+  // server that speaks several protocols on one port (HTTP/1.1 and HTTP/2) dispatches on.
+  { T::alpn(s) } -> std::same_as<std::string_view>;
 };
 
 }  // namespace sluice::net

@@ -70,11 +70,18 @@ class connection_registry {
     state_counts c;
     for (std::size_t i = 0; i < connection_state_count; ++i)
       c.by_state[i] = by_state_[i].load(std::memory_order_relaxed);
+    c.streams = streams_.load(std::memory_order_relaxed);
     return c;
   }
 
   void add(connection& c);
   void remove(connection& c);
+
+  // An HTTP/2 stream's handler started (+1) or ended (-1).
+  void count_stream(int delta) {
+    if (delta > 0) streams_.fetch_add(1, std::memory_order_relaxed);
+    else streams_.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   // Asks every idle or never-used connection to close, on its own executor.
   void close_idle();
@@ -119,6 +126,7 @@ class connection_registry {
   const lifecycle& lifecycle_;
   const std::shared_ptr<deadline_lists<connection>> deadlines_;
   std::array<std::atomic<std::size_t>, connection_state_count> by_state_{};
+  std::atomic<std::size_t> streams_{0};
   std::atomic<std::uint64_t> ended_{0}, idle_closed_{0}, forced_{0};
   std::mutex mutex_;
   sluice::detail::intrusive_list<connection, connection_registry> all_;

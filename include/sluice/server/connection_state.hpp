@@ -8,6 +8,8 @@
 // upgraded   handed over to a handler (Upgrade, CONNECT)
 // websocket  an upgraded connection that said it speaks WebSocket
 //            (http::upgraded::set_state)
+// http2      an HTTP/2 connection, whatever its streams (state_counts::streams
+//            counts those)
 // closing    the last response is out; the sending side is shut and the
 //            server drains what the peer still sends (lingering close)
 //
@@ -21,13 +23,13 @@
 
 namespace sluice::server {
 
-enum class connection_state : unsigned char { fresh, reading, active, idle, upgraded, websocket, closing };
+enum class connection_state : unsigned char { fresh, reading, active, idle, upgraded, websocket, http2, closing };
 
-inline constexpr std::size_t connection_state_count = 7;
+inline constexpr std::size_t connection_state_count = 8;
 
 constexpr std::string_view to_string(connection_state s) {
   constexpr std::array<std::string_view, connection_state_count> names{
-      "new", "reading", "active", "idle", "upgraded", "websocket", "closing"};
+      "new", "reading", "active", "idle", "upgraded", "websocket", "http2", "closing"};
   return names[static_cast<std::size_t>(s)];
 }
 
@@ -36,6 +38,9 @@ struct state_counts {
   // Connections answered 503 at the connection limit since the server
   // started (server_options::answer_503_at_limit); not part of total().
   std::uint64_t refused = 0;
+  // Open HTTP/2 streams (requests being served), all connections; not part
+  // of total().
+  std::size_t streams = 0;
 
   std::size_t operator[](connection_state s) const { return by_state[static_cast<std::size_t>(s)]; }
   std::size_t total() const {

@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <memory>
 #include <system_error>
+#include <utility>
 
 namespace sluice::server {
 
@@ -58,6 +59,13 @@ class disconnect_watch {
     return to_handler_.slot();
   }
   bool client_gone() const { return gone_; }
+
+  // The client is known gone another way (HTTP/2: its stream was reset, or
+  // the connection ended): told once, as if the watch had seen it.
+  void client_left() {
+    if (std::exchange(gone_, true)) return;
+    to_handler_.emit(asio::cancellation_type::terminal);
+  }
 
   // Watches `socket` until end_request(), unless already watching or the
   // client is known gone. `owner` owns this watch: the pending wait holds
@@ -107,8 +115,7 @@ class disconnect_watch {
       case input::gone: break;
     }
     socket_ = nullptr;
-    gone_ = true;
-    to_handler_.emit(asio::cancellation_type::terminal);
+    client_left();
   }
 
   enum class input { none, data, gone };

@@ -29,6 +29,9 @@
 //                                   once: runs the protocol switched to
 //   bool input_unfinished() const   after the last response: the peer may
 //                                   still send what the protocol left unread
+//   bool speaks_first() const       after the handshake: serve_one() starts
+//                                   without waiting for input (HTTP/2
+//                                   agreed by ALPN sends its SETTINGS first)
 // An upgrade runs the next protocol on the same driver, once serve_one has
 // returned (so the request that asked for it holds no memory meanwhile):
 // registration, counts, deadlines and drain stay the connection's.
@@ -145,7 +148,7 @@ class driver {
     protocol.start();
 
     for (bool first = true;; first = false) {
-      if (d.buffer_.empty()) {
+      if (d.buffer_.empty() && !(first && protocol.speaks_first())) {
         // Wait for the next exchange holding no buffer where the transport
         // allows it. The state is set before the drain signal is checked, on
         // this strand: a drain() that ran before saw a busy connection and

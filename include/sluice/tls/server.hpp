@@ -12,7 +12,8 @@
 // the TLS stream, net::tls), plus:
 // - server_options::handshake_timeout bounds each handshake; a failed one is
 //   logged (see net/tls.hpp) and closes that connection only.
-// - ALPN offers the HTTP server's protocols (http::alpn_protocols: http/1.1).
+// - ALPN offers the HTTP server's protocols (http::alpn_protocols_for: h2 and
+//   http/1.1, or http/1.1 alone when HTTP/2 is disabled or not built in).
 // - A connection in its handshake counts as new: shutdown() and close_idle()
 //   close it at once, stop_now() cancels it.
 // - stop_now() cancels handshakes, reads, writes and close_notify waits at
@@ -56,7 +57,7 @@ class server final : public http::basic_server<net::tls> {
          http::server_options options = {}, tls::options tls_options = {})
       : basic_server(std::move(ex), std::move(handler), options,
                      net::tls(contexts, bounded(std::move(tls_options), options), options.handshake_timeout,
-                              http::alpn_protocols)),
+                              http::alpn_protocols_for(options))),
         contexts_(std::move(contexts)) {}
 
   // Serves connections accepted from now on with `context`.

@@ -11,6 +11,7 @@
 
 #include "sluice/config.hpp"
 #include "sluice/detail/thread_local_pool.hpp"
+#include "sluice/http/detail/status_response.hpp"
 #include "sluice/http/connection_state.hpp"
 #include "sluice/http/error.hpp"
 #include "sluice/http/message.hpp"
@@ -19,6 +20,10 @@
 #include "sluice/http/serialize.hpp"
 #include "sluice/server/deadlines.hpp"
 #include "sluice/server/driver.hpp"
+
+#if SLUICE_HAS_HTTP2
+#include "sluice/http2/protocol.hpp"
+#endif
 
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
@@ -44,6 +49,16 @@
 namespace sluice::http::detail {
 
 using handler_function = std::function<asio::awaitable<response>(request&)>;
+
+// Whether sluice was built with libnghttp2 (meson defines SLUICE_HAS_HTTP2).
+#if SLUICE_HAS_HTTP2
+inline constexpr bool http2_available = true;
+#else
+inline constexpr bool http2_available = false;
+#endif
+
+// RFC 9113 3.4: what an HTTP/2 client sends first, with prior knowledge.
+inline constexpr std::string_view http2_preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 using sluice::server::add_driver_timeouts;
 using sluice::server::timeout_kind;
 using sluice::server::timeout_table;
@@ -130,11 +145,49 @@ class protocol final : body_source, body_sink {
   // of a request answered with an error.
   bool input_unfinished() const { return !body_done_ || closing_mid_request_; }
 
+  // HTTP/2 was agreed in the TLS handshake: it starts without waiting for
+  // input (the server's SETTINGS go first).
+  bool speaks_first() const { return http2_by_alpn(); }
+
   // Serves the request whose bytes are in the driver's buffer, or, after a
-  // response that switched protocols, the protocol switched to.
-  asio::awaitable<next> serve_one() { return upgrade_ ? serve_upgraded() : serve_request(); }
+  // response that switched protocols, the protocol switched to. HTTP/2 is
+  // chosen before the first request, by ALPN or by the h2c preface, and
+  // serves the rest of the connection: the choice costs this object no byte.
+  asio::awaitable<next> serve_one() {
+    if (upgrade_) return serve_upgraded();
+#if SLUICE_HAS_HTTP2
+    if (served_ == 0 && (http2_by_alpn() || may_be_preface())) return serve_http2();
+#endif
+    return serve_request();
+  }
 
  private:
+  bool http2_by_alpn() const {
+    return http2_available && core_.options.http2.enabled && Transport::alpn(d_.stream()) == "h2";
+  }
+
+  // The first bytes agree with the h2c preface so far.
+  bool may_be_preface() {
+    if (!core_.options.http2.enabled || d_.buffer().empty()) return false;
+    const std::string_view in = d_.buffer().data();
+    return http2_preface.starts_with(in.substr(0, http2_preface.size()));
+  }
+
+#if SLUICE_HAS_HTTP2
+  // The preface may arrive in pieces: read until it is whole, or proves not
+  // to be one (then this is HTTP/1.1, "PRI" being a method like another).
+  asio::awaitable<next> serve_http2() {
+    if (!http2_by_alpn()) {
+      while (d_.buffer().size() < http2_preface.size() && may_be_preface())
+        if (!co_await d_.read_more()) co_return next::abort;
+      if (!may_be_preface()) co_return co_await serve_request();
+    }
+    d_.clear_deadline();
+    http2::protocol<Transport, server_core> h2(d_, core_);
+    co_return co_await h2.run();
+  }
+#endif
+
   asio::awaitable<next> serve_request() {
     pooled_parser pooled(core_.options.limits);
     request_parser& parser = *pooled;
@@ -382,15 +435,6 @@ class protocol final : body_source, body_sink {
     co_return error_response(500, {});
   }
 
-  // "<status> <reason>[: what]" as a text response.
-  static response status_response(unsigned status, std::string_view what) {
-    std::string body = std::to_string(status);
-    body.append(" ").append(reason_phrase(status));
-    if (!what.empty()) body.append(": ").append(what);
-    body.push_back('\n');
-    return response::text(status, std::move(body));
-  }
-
   static response error_response(unsigned status, std::string_view what) {
     auto res = status_response(status, what);
     res.headers.add("Connection", "close");
@@ -491,6 +535,7 @@ class protocol final : body_source, body_sink {
   }
 
   bool body_done() const override { return body_done_; }
+  const fields& trailers() const override { return parser_->trailers(); }
   bool server_draining() const override { return d_.core().lifecycle.drain_announced(); }
   std::optional<std::chrono::steady_clock::time_point> shutdown_deadline() const override { return d_.core().drain_deadline.get(); }
 
