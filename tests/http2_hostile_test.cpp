@@ -42,9 +42,9 @@ namespace {
 // else     "ok\n" at once.
 // Every state change of the server wakes the waiters too, so that a test can wait for
 // connections() to come back to zero.
-class h2_handlers {
+class attack_handlers {
  public:
-  explicit h2_handlers(asio::io_context& io) : changed_(io.get_executor()) {}
+  explicit attack_handlers(asio::io_context& io) : changed_(io.get_executor()) {}
 
   void attach(http::server_options& o) {
     o.on_state_change = [this](const tcp::endpoint&, http::connection_state, http::connection_state, bool) {
@@ -100,7 +100,7 @@ class h2_handlers {
  private:
   // Counts a run of a handler or writer from construction to destruction, however it ends.
   struct counted_run {
-    counted_run(h2_handlers& h, std::size_t& started, std::size_t& ended) : h(h), ended(ended) {
+    counted_run(attack_handlers& h, std::size_t& started, std::size_t& ended) : h(h), ended(ended) {
       ++started;
       h.changed_.notify();
     }
@@ -108,7 +108,7 @@ class h2_handlers {
       ++ended;
       h.changed_.notify();
     }
-    h2_handlers& h;
+    attack_handlers& h;
     std::size_t& ended;
   };
 
@@ -153,7 +153,7 @@ class h2_handlers {
 // A server over h2c with long timeouts (only what a test shortens fires) and `h` attached. The
 // lingering close after a GOAWAY is short: the attackers here never close their end, and the
 // server keeps reading (and discarding) for linger_timeout before it closes.
-http::server_options h2_test_options(h2_handlers& h) {
+http::server_options h2_test_options(attack_handlers& h) {
   auto o = long_timeouts();
   o.linger_timeout = 300ms;
   h.attach(o);
@@ -208,7 +208,7 @@ TEST_CASE("h2 concurrent streams: the stream over max_concurrent_streams is refu
   // RST_STREAM(REFUSED_STREAM) and keeps the connection (past the acknowledged limit it would be a
   // connection error, PROTOCOL_ERROR). The ACK follows the 101 HEADERS on the wire.
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   http::server srv(io.get_executor(), h.handler(), h2_test_options(h));
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
@@ -248,7 +248,7 @@ TEST_CASE("h2 concurrent streams: the stream over max_concurrent_streams is refu
 TEST_CASE("h2 header list over max_header_list_size: 431 or RST_STREAM, the handler never runs, the connection "
           "goes on") {
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   auto options = h2_test_options(h);
   http::server srv(io.get_executor(), h.handler(), options);
   stop_on_exit stop(io, srv);
@@ -286,7 +286,7 @@ TEST_CASE("h2 rapid reset (CVE-2023-44487): HEADERS + RST_STREAM in a loop gets 
   // A burst of 200 resets, 10 more a second: the 1,000 pairs sent at once overrun it unless
   // processing them took 80 s.
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   auto options = h2_test_options(h);
   options.http2.reset_burst = 200;
   options.http2.reset_rate = 10;
@@ -322,7 +322,7 @@ TEST_CASE("h2 rapid reset (CVE-2023-44487): HEADERS + RST_STREAM in a loop gets 
 TEST_CASE("h2 CONTINUATION flood (CVE-2024-27316): endless CONTINUATION without END_HEADERS closes the "
           "connection; memory stays bounded") {
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   http::server srv(io.get_executor(), h.handler(), h2_test_options(h));
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
@@ -362,7 +362,7 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
   // blocked (backpressure) never gets there, and then its write_timeout must end the
   // connection. Either way it is closed, with its memory bounded meanwhile.
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   auto options = h2_test_options(h);
   options.write_timeout = 1s;
   http::server srv(io.get_executor(), h.handler(), options);
@@ -391,7 +391,7 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
 
 TEST_CASE("h2 empty DATA flood: GOAWAY(ENHANCE_YOUR_CALM) and the close after max_empty_frames") {
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   auto options = h2_test_options(h);
   http::server srv(io.get_executor(), h.handler(), options);
   stop_on_exit stop(io, srv);
@@ -419,7 +419,7 @@ TEST_CASE("h2 client that never reads large streamed responses: the handlers' wr
   // shrinks its receive buffer, then never reads: what the four handlers get to hand over must be
   // bounded by the kernel buffers and max_output_buffered, not by the 4 x 64 MiB they try to send.
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   http::server srv(io.get_executor(), h.handler(), h2_test_options(h));
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
@@ -456,7 +456,7 @@ TEST_CASE("h2 upload beyond the flow-control window: FLOW_CONTROL_ERROR") {
   // The handler never reads, so the server opens no window beyond the stream's first: DATA past
   // it is the client's error, answered with RST_STREAM or GOAWAY carrying FLOW_CONTROL_ERROR.
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   auto options = h2_test_options(h);
   http::server srv(io.get_executor(), h.handler(), options);
   stop_on_exit stop(io, srv);
@@ -491,7 +491,7 @@ TEST_CASE("h2 upload beyond the flow-control window: FLOW_CONTROL_ERROR") {
 
 TEST_CASE("h2 garbage instead of the preface, or a first frame that is not SETTINGS: the connection is closed") {
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   http::server srv(io.get_executor(), h.handler(), h2_test_options(h));
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
@@ -528,7 +528,7 @@ TEST_CASE("h2 garbage instead of the preface, or a first frame that is not SETTI
 TEST_CASE("h2 two-phase GOAWAY: a stream sent before the PING's ACK is served, one after the final GOAWAY is "
           "refused with REFUSED_STREAM") {
   asio::io_context io;
-  h2_handlers h(io);
+  attack_handlers h(io);
   http::server srv(io.get_executor(), h.handler(), h2_test_options(h));
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
