@@ -359,8 +359,9 @@ TEST_CASE("h2 CONTINUATION flood (CVE-2024-27316): endless CONTINUATION without 
 TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: the connection is closed") {
   // Each frame asks for an ACK the client never reads. nghttp2 holds at most max_outbound_ack
   // unsent ACKs and fails the session past them; a server that stops reading while its output is
-  // blocked (backpressure) never gets there, and then its write_timeout must end the
-  // connection. Either way it is closed, with its memory bounded meanwhile.
+  // blocked (backpressure) never gets there, and then its write_timeout must end the connection.
+  // The attacker keeps a request open, so that the idle timeout (no open stream) cannot be what
+  // ends it.
   asio::io_context io;
   attack_handlers h(io);
   auto options = h2_test_options(h);
@@ -371,9 +372,12 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
   run_guarded(
       io,
       [&]() -> awaitable<void> {
+        std::size_t parks = 0;
         for (const std::string& unit : {h2::settings(), h2::ping()}) {
           auto c = co_await h2::client::connect(ep, 64 * 1024);
           co_await c.start();
+          co_await c.send(c.request(1, "GET", "/park"));
+          co_await h.until_parked(++parks);
           heap_watch heap;
           const std::size_t sent = co_await h2_flood(c, unit, 16u << 20, heap);
           co_await c.until_closed();
@@ -383,10 +387,12 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
           CHECK(c.closed());
           heap.check(4u << 20);
         }
+        co_await h.until_all_ended();
+        CHECK(h.cancelled() == 2);
         co_await h2_check_served(ep);
         co_await h.until_no_connections(srv);
       },
-      60s);
+      30s);
 }
 
 TEST_CASE("h2 empty DATA flood: GOAWAY(ENHANCE_YOUR_CALM) and the close after max_empty_frames") {

@@ -316,6 +316,7 @@ class client {
   // As send, but reports failure (the server closed or reset) instead of throwing.
   awaitable<std::error_code> try_send(std::string_view bytes) {
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(bytes), nothrow);
+    if (ec) send_failed_ = ec;
     co_return ec;
   }
 
@@ -475,10 +476,23 @@ class client {
       pending_ack_ = false;
       co_await try_send(settings_ack());
     }
+    if (send_failed_) co_return drain_after_reset();
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(chunk_), nothrow);
     splitter_.feed(std::string_view(chunk_.data(), n));
     if (ec) ended_ = ec;
     co_return n > 0 || !ec;
+  }
+
+  // A send that failed (the server reset the connection) consumed the socket's error, and a read
+  // waiting for readiness then never completes (no further edge comes): what the kernel still
+  // holds is read without waiting, and then the connection is over.
+  bool drain_after_reset() {
+    std::error_code ec;
+    socket_.non_blocking(true, ec);
+    const std::size_t n = socket_.read_some(asio::buffer(chunk_), ec);
+    splitter_.feed(std::string_view(chunk_.data(), n));
+    if (ec || n == 0) ended_ = ec && ec != asio::error::would_block ? ec : send_failed_;
+    return n > 0;
   }
 
   tcp::socket socket_;
@@ -490,6 +504,7 @@ class client {
   std::vector<received_frame> goaways_;
   std::vector<received_frame> pings_;
   std::error_code ended_;
+  std::error_code send_failed_;
   std::size_t frames_ = 0;
   bool server_settings_ = false;
   bool settings_acked_ = false;
