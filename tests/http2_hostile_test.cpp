@@ -162,7 +162,7 @@ http::server_options h2_test_options(attack_handlers& h) {
 
 // A well-behaved HTTP/2 client on a new connection: one GET, answered "ok".
 awaitable<void> h2_check_served(tcp::endpoint ep) {
-  auto c = co_await h2::client::connect(ep);
+  auto c = co_await raw_h2::client::connect(ep);
   co_await c.start();
   auto s = co_await c.get(1, "/");
   CHECK(s.status == 200);
@@ -171,14 +171,14 @@ awaitable<void> h2_check_served(tcp::endpoint ep) {
 }
 
 // The last GOAWAY the client received, its error code; ~0u when there was none.
-std::uint32_t last_goaway_code(const h2::client& c) {
+std::uint32_t last_goaway_code(const raw_h2::client& c) {
   return c.goaways().empty() ? ~0u : c.goaways().back().error_code();
 }
 
 // Sends `unit` over and over, never reading, until the server ends the connection (a send
 // fails) or `cap` bytes have gone (the server may discard them during its lingering close);
 // returns the bytes sent. Batches of about 64 KiB, sampling the heap between them.
-awaitable<std::size_t> h2_flood(h2::client& c, std::string_view unit, std::size_t cap, heap_watch& heap) {
+awaitable<std::size_t> h2_flood(raw_h2::client& c, std::string_view unit, std::size_t cap, heap_watch& heap) {
   std::string batch;
   while (batch.size() < 64 * 1024) batch += unit;
   std::size_t sent = 0;
@@ -216,7 +216,7 @@ TEST_CASE("h2 concurrent streams: the stream over max_concurrent_streams is refu
   run_guarded(
       io,
       [&]() -> awaitable<void> {
-        auto c = co_await h2::client::connect(ep);
+        auto c = co_await raw_h2::client::connect(ep);
         co_await c.start({}, false);
         std::string requests;
         for (std::uint32_t i = 0; i < 101; ++i) requests += c.request(1 + 2 * i, "GET", "/park");
@@ -254,21 +254,21 @@ TEST_CASE("h2 header list over max_header_list_size: 431 or RST_STREAM, the hand
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto c = co_await h2::client::connect(ep);
+    auto c = co_await raw_h2::client::connect(ep);
     co_await c.start();
     // 40 fields of 500 bytes: about 21 KB by RFC 9113's count, over the 16 KiB default; each
     // field is far under nghttp2's own 64 KiB per-field limit, so it is the server's limit that
     // must answer. Never indexed: the table stays as it was. Huffman coding makes the block
     // itself smaller than the limit: only the decoded size counts.
-    h2::header_list big;
+    raw_h2::header_list big;
     for (int i = 0; i < 40; ++i) big.emplace_back("x-big-" + std::to_string(i), std::string(500, 'h'));
-    const auto fields = h2::request_fields("GET", "/", big);
-    REQUIRE(h2::header_list_size(fields) > options.http2.max_header_list_size);
+    const auto fields = raw_h2::request_fields("GET", "/", big);
+    REQUIRE(raw_h2::header_list_size(fields) > options.http2.max_header_list_size);
     // In two frames, HEADERS and CONTINUATION, as a client whose block outgrows a frame sends it.
     const std::string block = c.encoder().encode(fields, true);
-    co_await c.send(h2::header_frames(1, block, NGHTTP2_FLAG_END_STREAM, block.size() / 2 + 1));
+    co_await c.send(raw_h2::header_frames(1, block, NGHTTP2_FLAG_END_STREAM, block.size() / 2 + 1));
     auto s = co_await c.until_stream_ends(1);
-    MESSAGE("oversized header list: status ", s.status, ", reset ", (s.reset ? h2::error_name(*s.reset) : std::string("none")));
+    MESSAGE("oversized header list: status ", s.status, ", reset ", (s.reset ? raw_h2::error_name(*s.reset) : std::string("none")));
     CHECK((s.status == 431 || s.reset.has_value()));
     CHECK(h.started() == 0);
     CHECK(c.goaways().empty());
@@ -296,17 +296,17 @@ TEST_CASE("h2 rapid reset (CVE-2023-44487): HEADERS + RST_STREAM in a loop gets 
   run_guarded(
       io,
       [&]() -> awaitable<void> {
-        auto c = co_await h2::client::connect(ep);
+        auto c = co_await raw_h2::client::connect(ep);
         co_await c.start();
         std::string attack;
         for (std::uint32_t i = 0; i < 1000; ++i)
-          attack += c.request(1 + 2 * i, "GET", "/park") + h2::rst_stream(1 + 2 * i, NGHTTP2_CANCEL);
+          attack += c.request(1 + 2 * i, "GET", "/park") + raw_h2::rst_stream(1 + 2 * i, NGHTTP2_CANCEL);
         co_await c.try_send(attack);  // the server may close before it has read it all
         co_await c.until_closed();
         CHECK(c.closed());
         REQUIRE_FALSE(c.goaways().empty());
         const auto& goaway = c.goaways().front();
-        MESSAGE("rapid reset: ", c.goaways().size(), " GOAWAY, the first ", h2::error_name(goaway.error_code()),
+        MESSAGE("rapid reset: ", c.goaways().size(), " GOAWAY, the first ", raw_h2::error_name(goaway.error_code()),
                 " last stream ", goaway.last_stream_id(), "; ", h.started(), " handlers started");
         // The design names ENHANCE_YOUR_CALM; nghttp2's own rate limit says INTERNAL_ERROR.
         CHECK((goaway.error_code() == NGHTTP2_ENHANCE_YOUR_CALM || goaway.error_code() == NGHTTP2_INTERNAL_ERROR));
@@ -332,18 +332,18 @@ TEST_CASE("h2 CONTINUATION flood (CVE-2024-27316): endless CONTINUATION without 
         // With header fields in every CONTINUATION, then with empty ones (which carry nothing a
         // header-size limit would ever see).
         for (const bool empty : {false, true}) {
-          auto c = co_await h2::client::connect(ep);
+          auto c = co_await raw_h2::client::connect(ep);
           co_await c.start();
-          const std::string head = h2::headers(1, c.encoder().encode(h2::request_fields("GET", "/")),
+          const std::string head = raw_h2::headers(1, c.encoder().encode(raw_h2::request_fields("GET", "/")),
                                                NGHTTP2_FLAG_END_STREAM);
           const std::string field = empty ? std::string() : c.encoder().encode({{"x-flood", std::string(1000, 'c')}}, true);
-          const std::string unit = h2::continuation(1, field, NGHTTP2_FLAG_NONE);
+          const std::string unit = raw_h2::continuation(1, field, NGHTTP2_FLAG_NONE);
           heap_watch heap;
           co_await c.send(head);
           const std::size_t sent = co_await h2_flood(c, unit, 16u << 20, heap);
           co_await c.until_closed();
           MESSAGE("CONTINUATION flood (", std::string(empty ? "empty" : "1 KB"), " frames): ", sent,
-                  " bytes sent; GOAWAY ", (c.goaways().empty() ? std::string("none") : h2::error_name(last_goaway_code(c))));
+                  " bytes sent; GOAWAY ", (c.goaways().empty() ? std::string("none") : raw_h2::error_name(last_goaway_code(c))));
           CHECK(c.closed());
           REQUIRE_FALSE(c.goaways().empty());
           CHECK(last_goaway_code(c) != NGHTTP2_NO_ERROR);
@@ -373,8 +373,8 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
       io,
       [&]() -> awaitable<void> {
         std::size_t parks = 0;
-        for (const std::string& unit : {h2::settings(), h2::ping()}) {
-          auto c = co_await h2::client::connect(ep, 64 * 1024);
+        for (const std::string& unit : {raw_h2::settings(), raw_h2::ping()}) {
+          auto c = co_await raw_h2::client::connect(ep, 64 * 1024);
           co_await c.start();
           co_await c.send(c.request(1, "GET", "/park"));
           co_await h.until_parked(++parks);
@@ -383,7 +383,7 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
           co_await c.until_closed();
           MESSAGE(std::string(static_cast<std::uint8_t>(unit[3]) == NGHTTP2_SETTINGS ? "SETTINGS" : "PING"),
                   " flood: ", sent, " bytes sent; GOAWAY ",
-                  (c.goaways().empty() ? std::string("none") : h2::error_name(last_goaway_code(c))));
+                  (c.goaways().empty() ? std::string("none") : raw_h2::error_name(last_goaway_code(c))));
           CHECK(c.closed());
           heap.check(4u << 20);
         }
@@ -403,10 +403,10 @@ TEST_CASE("h2 empty DATA flood: GOAWAY(ENHANCE_YOUR_CALM) and the close after ma
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto c = co_await h2::client::connect(ep);
+    auto c = co_await raw_h2::client::connect(ep);
     co_await c.start();
     std::string attack = c.request(1, "POST", "/park", {}, true);
-    for (std::uint32_t i = 0; i < 10 * options.http2.max_empty_frames; ++i) attack += h2::data(1, "");
+    for (std::uint32_t i = 0; i < 10 * options.http2.max_empty_frames; ++i) attack += raw_h2::data(1, "");
     co_await c.try_send(attack);
     co_await c.until_closed();
     CHECK(c.closed());
@@ -433,10 +433,10 @@ TEST_CASE("h2 client that never reads large streamed responses: the handlers' wr
   run_guarded(
       io,
       [&]() -> awaitable<void> {
-        auto c = co_await h2::client::connect(ep, 64 * 1024);
-        const std::vector<h2::setting> widest{{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, NGHTTP2_MAX_WINDOW_SIZE}};
+        auto c = co_await raw_h2::client::connect(ep, 64 * 1024);
+        const std::vector<raw_h2::setting> widest{{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, NGHTTP2_MAX_WINDOW_SIZE}};
         co_await c.start(widest);
-        std::string requests = h2::window_update(0, NGHTTP2_MAX_WINDOW_SIZE - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE);
+        std::string requests = raw_h2::window_update(0, NGHTTP2_MAX_WINDOW_SIZE - NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE);
         for (std::uint32_t i = 0; i < 4; ++i) requests += c.request(1 + 2 * i, "GET", "/big");
         co_await c.send(requests);
         co_await h.until_writers(4);
@@ -468,17 +468,17 @@ TEST_CASE("h2 upload beyond the flow-control window: FLOW_CONTROL_ERROR") {
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto c = co_await h2::client::connect(ep);
+    auto c = co_await raw_h2::client::connect(ep);
     co_await c.start();
     std::string upload = c.request(1, "POST", "/park", {}, true);
-    const std::string piece(h2::default_max_frame_size, 'u');
-    for (std::size_t n = 0; n <= options.http2.stream_window; n += piece.size()) upload += h2::data(1, piece);
+    const std::string piece(raw_h2::default_max_frame_size, 'u');
+    for (std::size_t n = 0; n <= options.http2.stream_window; n += piece.size()) upload += raw_h2::data(1, piece);
     co_await c.try_send(upload);
     auto stream_reset = [&c] { return c.stream(1).reset.has_value() || !c.goaways().empty(); };
     co_await c.until(stream_reset);
     const bool by_stream = c.stream(1).reset.has_value();
     const auto code = by_stream ? *c.stream(1).reset : last_goaway_code(c);
-    MESSAGE("window overrun: ", std::string(by_stream ? "RST_STREAM " : "GOAWAY "), h2::error_name(code));
+    MESSAGE("window overrun: ", std::string(by_stream ? "RST_STREAM " : "GOAWAY "), raw_h2::error_name(code));
     CHECK(code == NGHTTP2_FLOW_CONTROL_ERROR);
     if (by_stream) {  // the stream's error only: the connection serves on
       auto after = co_await c.get(3, "/");
@@ -505,7 +505,7 @@ TEST_CASE("h2 garbage instead of the preface, or a first frame that is not SETTI
     // Not HTTP at all, and the preface's first line with a wrong second part: HTTP/1.1's parser
     // or HTTP/2's preface check, either must end it with at most an error answer.
     const std::vector<std::string> garbage{std::string("\x16\x03\x01\x00\xff garbage\r\n\r\n", 18),
-                                   "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + h2::settings()};
+                                   "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + raw_h2::settings()};
     for (const auto& bytes : garbage) {
       auto c = co_await http_client::connect(ep);
       co_await c.try_send(bytes);
@@ -513,15 +513,15 @@ TEST_CASE("h2 garbage instead of the preface, or a first frame that is not SETTI
       MESSAGE("garbage preface answered with ", end.extra.size(), " bytes: ", end.extra.substr(0, 40));
       CHECK(end.closed());
       const bool http1_error = end.extra.rfind("HTTP/1.1 4", 0) == 0 || end.extra.rfind("HTTP/1.1 5", 0) == 0;
-      h2::frame_splitter frames;
+      raw_h2::frame_splitter frames;
       frames.feed(end.extra);
       bool goaway = false;
       while (auto f = frames.next()) goaway = f->type == NGHTTP2_GOAWAY;
       CHECK((end.extra.empty() || http1_error || goaway));
     }
     // A valid preface, then PING where SETTINGS must come: a connection error.
-    auto c = co_await h2::client::connect(ep);
-    co_await c.send(std::string(h2::client_preface) + h2::ping());
+    auto c = co_await raw_h2::client::connect(ep);
+    co_await c.send(std::string(raw_h2::client_preface) + raw_h2::ping());
     co_await c.until_closed();
     CHECK(c.closed());
     CHECK(last_goaway_code(c) == NGHTTP2_PROTOCOL_ERROR);
@@ -539,7 +539,7 @@ TEST_CASE("h2 two-phase GOAWAY: a stream sent before the PING's ACK is served, o
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   run_guarded(io, [&]() -> awaitable<void> {
-    auto c = co_await h2::client::connect(ep);
+    auto c = co_await raw_h2::client::connect(ep);
     co_await c.start();
     co_await c.send(c.request(1, "GET", "/park"));
     co_await h.until_parked(1);
@@ -549,12 +549,12 @@ TEST_CASE("h2 two-phase GOAWAY: a stream sent before the PING's ACK is served, o
     auto notice_and_ping = [&c] { return !c.goaways().empty() && !c.pings().empty(); };
     const bool noticed = co_await c.until(notice_and_ping);
     REQUIRE(noticed);
-    CHECK(c.goaways().front().last_stream_id() == h2::max_stream_id);
+    CHECK(c.goaways().front().last_stream_id() == raw_h2::max_stream_id);
     CHECK(c.goaways().front().error_code() == NGHTTP2_NO_ERROR);
     CHECK(c.goaways().size() == 1);
     // A request that crossed the notice: sent before the ACK, so the server has it before the
     // round trip ends and must serve it.
-    co_await c.send(c.request(3, "GET", "/") + h2::ping(c.pings().front().payload, true));
+    co_await c.send(c.request(3, "GET", "/") + raw_h2::ping(c.pings().front().payload, true));
     auto final_goaway = [&c] { return c.goaways().size() >= 2; };
     const bool finally = co_await c.until(final_goaway);
     REQUIRE(finally);

@@ -6,7 +6,7 @@
 // these tests, comes from nghttp2 (nghttp2_hd_deflate_* and nghttp2_hd_inflate_*): a header
 // block is whatever nghttp2 encodes, and what the server sends is decoded the same way.
 //
-//     auto c = co_await h2::client::connect(ep);
+//     auto c = co_await raw_h2::client::connect(ep);
 //     co_await c.start();                                  // preface, SETTINGS, their ACKs
 //     co_await c.send(c.request(1, "GET", "/"));           // HEADERS with END_STREAM
 //     auto s = co_await c.until_stream_ends(1);            // its HEADERS and DATA, or its RST_STREAM
@@ -36,7 +36,7 @@
 #include <utility>
 #include <vector>
 
-namespace sluice::test::h2 {
+namespace sluice::test::raw_h2 {
 
 inline constexpr std::string_view client_preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 inline constexpr std::size_t frame_header_size = 9;
@@ -511,4 +511,4 @@ class client {
   bool pending_ack_ = false;
 };
 
-}  // namespace sluice::test::h2
+}  // namespace sluice::test::raw_h2
