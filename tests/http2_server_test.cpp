@@ -96,7 +96,10 @@ awaitable<h2c> h2c_connect(tcp::endpoint ep) { co_return h2c(co_await connect_to
 TEST_CASE("http2: h2c by prior knowledge serves a GET with the HTTP/1.1 handler") {
   asio::io_context io;
   h2_handlers h(io);
-  http::server srv(io.get_executor(), h.handler(), long_timeouts());
+  state_log log(io);
+  auto options = long_timeouts();
+  log.attach(options);
+  http::server srv(io.get_executor(), h.handler(), options);
   stop_on_exit stop(io, srv);
   auto ep = srv.listen(loopback_any);
   run_guarded(io, [&]() -> awaitable<void> {
@@ -109,6 +112,27 @@ TEST_CASE("http2: h2c by prior knowledge serves a GET with the HTTP/1.1 handler"
     CHECK(c.peer.response(id).close_error == 0);
     CHECK(h.versions_seen == 20);
     CHECK(srv.connections()[cs::http2] == 1);
+    CHECK(srv.connections().total() == 1);
+    CHECK(log.entered(c.stream().local_endpoint(), cs::http2) == 1);
+  });
+}
+
+TEST_CASE("http2: a connection with no open stream for idle_timeout gets GOAWAY and is closed") {
+  asio::io_context io;
+  h2_handlers h(io);
+  auto options = long_timeouts();
+  options.idle_timeout = 200ms;
+  http::server srv(io.get_executor(), h.handler(), options);
+  stop_on_exit stop(io, srv);
+  auto ep = srv.listen(loopback_any);
+  run_guarded(io, [&]() -> awaitable<void> {
+    auto c = co_await h2c_connect(ep);
+    const auto id = c.peer.request("GET", "/");
+    CHECK(co_await c.until_closed());
+    CHECK(c.peer.response(id).status == 200);
+    REQUIRE(c.peer.goaways().size() == 1);
+    CHECK(c.peer.goaways()[0].last_stream_id == id);
+    CHECK(c.peer.goaways()[0].error == NGHTTP2_NO_ERROR);
   });
 }
 

@@ -208,6 +208,25 @@ TEST_CASE("http2 session: shutdown notice, PING ACK, then the final GOAWAY names
   CHECK(p.client.response(first).body == "done");
 }
 
+TEST_CASE("http2 session: a stream opened above the final GOAWAY's last stream is refused") {
+  pair_of p;
+  const auto first = p.client.request("GET", "/1");
+  CHECK(p.exchange());
+  p.server.final_goaway();
+  const std::string goaway(p.server.output());
+  p.server.output_written();
+  // The client opens a stream before it reads the GOAWAY.
+  const auto late = p.client.request("GET", "/2");
+  CHECK(p.server.receive(p.client.output()));
+  p.client.receive(goaway);
+  CHECK(p.exchange());
+  CHECK(p.events.streams.count(late) == 0);
+  CHECK(p.client.response(late).closed);
+  CHECK(p.client.response(late).close_error == NGHTTP2_REFUSED_STREAM);
+  CHECK(p.client.response(late).reset_received);
+  CHECK(p.events.streams.count(first) == 1);
+}
+
 TEST_CASE("http2 session: a head over max_header_list_size gets 431") {
   sluice::http::http2_options o;
   o.max_header_list_size = 200;

@@ -232,6 +232,13 @@ http::server_options test_options(state_log* log = nullptr) {
   return o;
 }
 
+// An HTTP/1.1-only server (HTTP/2 off): ALPN offers http/1.1 alone.
+http::server_options http1_only_options() {
+  auto o = test_options();
+  o.http2.enabled = false;
+  return o;
+}
+
 std::shared_ptr<asio::ssl::context> context_one() { return tls::make_server_context(certs().one.cert, certs().one.key); }
 std::shared_ptr<asio::ssl::context> context_two() { return tls::make_server_context(certs().two.cert, certs().two.key); }
 
@@ -279,10 +286,10 @@ std::shared_ptr<shutdown_result> start_shutdown(asio::io_context& io, tls::serve
 
 }  // namespace
 
-TEST_CASE("HTTPS serves requests on a keep-alive connection over TLS 1.3 and 1.2; ALPN selects http/1.1") {
+TEST_CASE("HTTPS serves requests on a keep-alive connection over TLS 1.3 and 1.2; ALPN selects http/1.1 (HTTP/2 off)") {
   asio::io_context io;
   log_lines log(io);
-  tls::server srv(io.get_executor(), hello_handler{}, context_one(), test_options(), log.options());
+  tls::server srv(io.get_executor(), hello_handler{}, context_one(), http1_only_options(), log.options());
   auto ep = srv.listen(loopback_any);
   stop_on_exit guard(io, srv);
   run_guarded(io, [&]() -> awaitable<void> {
@@ -312,10 +319,10 @@ TEST_CASE("HTTPS serves requests on a keep-alive connection over TLS 1.3 and 1.2
   CHECK(log.lines().empty());
 }
 
-TEST_CASE("ALPN: a client offering only h2 is refused with a log line, and the server goes on") {
+TEST_CASE("ALPN: a client offering only h2 is refused by an HTTP/1.1-only server with a log line, and the server goes on") {
   asio::io_context io;
   log_lines log(io);
-  tls::server srv(io.get_executor(), hello_handler{}, context_one(), test_options(), log.options());
+  tls::server srv(io.get_executor(), hello_handler{}, context_one(), http1_only_options(), log.options());
   auto ep = srv.listen(loopback_any);
   stop_on_exit guard(io, srv);
   run_guarded(io, [&]() -> awaitable<void> {

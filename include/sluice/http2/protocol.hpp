@@ -29,7 +29,8 @@
 //
 // Thread safety: everything runs on the connection's executor (a strand).
 //
-//     co_return co_await http2::protocol<Transport, Core>(driver, core).run();
+//     http2::protocol<Transport, http::detail::server_core> h2(driver, core);
+//     co_return co_await h2.run();   // in the driver's serve_one(): the rest of the connection
 #pragma once
 
 #include "sluice/config.hpp"
@@ -94,7 +95,7 @@ class protocol final : session_events {
   bool feed();
   void start_streams();
   asio::awaitable<void> serve_stream(std::shared_ptr<stream> s);
-  asio::awaitable<std::optional<http::response>> call_handler(stream& s);
+  asio::awaitable<std::optional<http::response>> call_handler(http::request& req, stream& s);
   asio::awaitable<void> send(stream& s, http::response& res);
   void flush();
   asio::awaitable<void> write_output();
@@ -254,7 +255,7 @@ asio::awaitable<sluice::server::next> protocol<Transport, Core>::run() {
   }
   forced = forced || d_.core().lifecycle.forcing();
   if (!forced && d_.timed_out() == core_.timeouts.driver.idle) session_.final_goaway();
-  // After a terminal cancel every co_await would throw, this one included.
+  // After a terminal cancel every co_await (end()'s included) would throw.
   co_await asio::this_coro::reset_cancellation_state();
   co_await end(forced);
   if (failure) std::rethrow_exception(failure);
@@ -377,14 +378,16 @@ asio::awaitable<void> protocol<Transport, Core>::serve_stream(std::shared_ptr<st
   };
   const auto own_state = co_await asio::this_coro::cancellation_state;
   running r{*this, *s, own_state.slot(), alive_};
-  std::optional<http::response> res = co_await call_handler(*s);
+  // Here, not in call_handler: a streamed response may read the request body.
+  http::request req(s->head, *s);
+  std::optional<http::response> res = co_await call_handler(req, *s);
   if (!res || s->closed) co_return;
   co_await send(*s, *res);
 }
 
 template <typename Transport, typename Core>
-asio::awaitable<std::optional<http::response>> protocol<Transport, Core>::call_handler(stream& s) {
-  http::request req(s.head, s);
+asio::awaitable<std::optional<http::response>> protocol<Transport, Core>::call_handler(http::request& req,
+                                                                                      stream& s) {
   std::exception_ptr failure;
   try {
     co_return co_await core_.handler(req);
@@ -551,7 +554,7 @@ asio::awaitable<void> protocol<Transport, Core>::end(bool forced) {
   } else if (!closing_) {
     // The client left or broke the protocol: say what the session has to say.
     co_await await_writer();
-    if (!write_failed_ && !d_.interrupted()) {
+    if (!write_failed_) {  // tried even after a timeout: write_all tries once without waiting
       const std::string_view out = session_.output();
       std::array<asio::const_buffer, 1> b{asio::buffer(out)};
       co_await d_.write_all(b);

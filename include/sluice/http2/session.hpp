@@ -19,7 +19,8 @@
 //   backpressure. Until then the chunk's bytes must stay valid.
 // - Limits (http2_options): SETTINGS_MAX_CONCURRENT_STREAMS and
 //   SETTINGS_MAX_HEADER_LIST_SIZE are advertised and enforced
-//   (REFUSED_STREAM by nghttp2; a head over the size gets 431); rapid reset,
+//   (REFUSED_STREAM by nghttp2; a head over the size gets 431); a stream
+//   opened above the final GOAWAY's last stream gets REFUSED_STREAM; rapid reset,
 //   CONTINUATION, SETTINGS and PING-ACK floods end the session (nghttp2's
 //   options); max_empty_frames empty DATA/HEADERS/CONTINUATION frames in a
 //   row end it with GOAWAY(ENHANCE_YOUR_CALM).
@@ -151,6 +152,10 @@ class session {
   void reject_head(stream_id id);
   void deliver_head(stream_id id, bool ended);
   bool serialize();
+  void refuse_late_streams();
+  bool beyond_goaway(stream_id id) const {
+    return final_goaway_sent_ && id > last_processed_ && id % 2 == 1 && !streams_.count(id);
+  }
   bool count_empty(const nghttp2_frame_hd& hd);
   void terminate(error_code error) {
     nghttp2_session_terminate_session(session_, static_cast<std::uint32_t>(error));
@@ -161,6 +166,8 @@ class session {
   const http::http2_options options_;
   nghttp2_session* session_ = nullptr;
   std::unordered_map<stream_id, std::unique_ptr<stream>> streams_;
+  std::vector<stream_id> refused_;  // opened after the final GOAWAY, to reset
+  stream_id last_processed_ = 0;    // the final GOAWAY's
   std::string out_;
   std::uint32_t empty_frames_ = 0;
   bool failed_ = false;
@@ -191,11 +198,14 @@ struct session::callbacks {
   static session& self(void* user) { return *static_cast<session*>(user); }
 
   static int on_begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user) {
-    return self(user).count_empty(*hd) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
+    session& me = self(user);
+    if (hd->type == NGHTTP2_HEADERS && me.beyond_goaway(hd->stream_id)) me.refused_.push_back(hd->stream_id);
+    return me.count_empty(*hd) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
   }
 
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (self(user).beyond_goaway(frame->hd.stream_id)) return 0;  // refused, never delivered
     self(user).streams_[frame->hd.stream_id] = std::make_unique<stream>();
     return 0;
   }
@@ -319,6 +329,7 @@ inline session::session(session_events& events, const http::http2_options& optio
 inline bool session::receive(std::string_view bytes) {
   if (failed_) return false;
   const auto n = nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+  refuse_late_streams();
   if (n < 0) {
     // A fatal error (bad preface, flood): nghttp2 queued its GOAWAY when it could.
     if (!failed_) terminate(n == NGHTTP2_ERR_FLOODED ? error_code::enhance_your_calm : error_code::protocol_error);
@@ -388,8 +399,17 @@ inline void session::shutdown_notice() {
 
 inline void session::final_goaway(error_code error) {
   if (std::exchange(final_goaway_sent_, true)) return;
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
-                        static_cast<std::uint32_t>(error), nullptr, 0);
+  last_processed_ = nghttp2_session_get_last_proc_stream_id(session_);
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last_processed_, static_cast<std::uint32_t>(error), nullptr, 0);
+}
+
+// A stream the client opened above the final GOAWAY's last stream id, before
+// it read the GOAWAY: RST_STREAM(REFUSED_STREAM) says it was not processed
+// and may be retried (nghttp2 would ignore it silently once the GOAWAY is
+// out, and serve it if it is not yet). Submitted once mem_recv has counted
+// the stream as received, below which nghttp2 would drop the reset.
+inline void session::refuse_late_streams() {
+  for (const stream_id id : std::exchange(refused_, {})) reset(id, error_code::refused_stream);
 }
 
 // RFC 9113 8.3: the fields HTTP/2 forbids (connection-specific) are dropped,
