@@ -307,7 +307,6 @@ class client {
     co_return client(std::move(s));
   }
 
-  tcp::socket& socket() { return socket_; }
   hpack_encoder& encoder() { return encoder_; }
 
   awaitable<void> send(std::string_view bytes) {
@@ -396,7 +395,6 @@ class client {
   // Set once the connection has ended: eof or connection_reset when the server closed.
   std::error_code end() const { return ended_; }
   bool closed() const { return ended_ == asio::error::eof || ended_ == asio::error::connection_reset; }
-  std::size_t frames_received() const { return frames_; }
 
   void close() {
     std::error_code ignored;
@@ -424,7 +422,6 @@ class client {
   }
 
   void record(received_frame& f) {
-    ++frames_;
     switch (f.type) {
       case NGHTTP2_SETTINGS:
         if (f.has(NGHTTP2_FLAG_ACK)) {
@@ -505,7 +502,6 @@ class client {
   std::vector<received_frame> pings_;
   std::error_code ended_;
   std::error_code send_failed_;
-  std::size_t frames_ = 0;
   bool server_settings_ = false;
   bool settings_acked_ = false;
   bool pending_ack_ = false;
