@@ -43,7 +43,13 @@ def main():
     text = "\n".join(lines) + "\n" + rest.decode() + out.buf.decode()
 
     slow = paths["/slow?ms=1500"]
-    goaways = [(int(m[1]), m[2]) for m in GOAWAY.finditer(text)]
+    # The GOAWAYs received (nghttp sends one of its own as it ends: not that one), in order.
+    goaways, direction = [], None
+    for line in text.splitlines():
+        if m := FRAME.search(line):
+            direction = m[1]
+        elif (m := GOAWAY.search(line)) and direction == "recv":
+            goaways.append((int(m[1]), m[2]))
     assert goaways == [(2147483647, "NO_ERROR"), (slow, "NO_ERROR")], goaways
     assert re.search(rf"recv \(stream_id={slow}\) :status: 200", text), text
     # The PING that times the round trip, between the two GOAWAYs.
