@@ -32,25 +32,6 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// The largest heap growth seen at the sample() calls since construction. The clients are in the
-// same process: what they allocate counts too (an http_client holds a 16 KiB buffer), so the
-// attack's bytes are built before the watch starts and the bounds leave room for the clients.
-class heap_watch {
- public:
-  void sample() { peak_ = std::max(peak_, heap_in_use()); }
-  std::size_t growth() const { return peak_ > start_ ? peak_ - start_ : 0; }
-  // Checks the growth against `bound` where the heap can be measured.
-  void check(std::size_t bound) const {
-    if (!heap_measurable) return;
-    MESSAGE("server heap growth: ", growth(), " bytes (bound ", bound, ")");
-    CHECK(growth() < bound);
-  }
-
- private:
-  std::size_t start_ = heap_in_use();
-  std::size_t peak_ = start_;
-};
-
 awaitable<http::response> answers_ok(http::request&) { co_return http::response::text(200, "ok\n"); }
 
 awaitable<http::response> read_then_ok(http::request& req) {

@@ -1,8 +1,9 @@
-// Test support: the process's heap in use, for the tests that pin memory per connection.
-// Measured with mallinfo2, which only means something without a sanitizer's allocator: the tests
-// check heap_measurable first.
+// Test support: the process's heap in use, for the tests that pin memory per connection or
+// bound what an attack makes the server hold. Measured with mallinfo2, which only means something
+// without a sanitizer's allocator: the tests check heap_measurable first (heap_watch does).
 #pragma once
 
+#include <doctest/doctest.h>
 #include <malloc.h>
 #include <sys/resource.h>
 
@@ -29,6 +30,25 @@ inline std::size_t heap_in_use() {
   const auto m = mallinfo2();
   return m.uordblks + m.hblkhd;
 }
+
+// The largest heap growth seen at the sample() calls since construction. The clients are in the
+// same process: what they allocate counts too (an http_client holds a 16 KiB buffer), so the
+// attack's bytes are built before the watch starts and the bounds leave room for the clients.
+class heap_watch {
+ public:
+  void sample() { peak_ = std::max(peak_, heap_in_use()); }
+  std::size_t growth() const { return peak_ > start_ ? peak_ - start_ : 0; }
+  // Checks the growth against `bound` where the heap can be measured.
+  void check(std::size_t bound) const {
+    if (!heap_measurable) return;
+    MESSAGE("server heap growth: ", growth(), " bytes (bound ", bound, ")");
+    CHECK(growth() < bound);
+  }
+
+ private:
+  std::size_t start_ = heap_in_use();
+  std::size_t peak_ = start_;
+};
 
 // Raises the soft descriptor limit so that `connections` loopback connections fit with both
 // their ends in this process; false if the hard limit does not allow it.
