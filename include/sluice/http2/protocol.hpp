@@ -46,7 +46,9 @@
 
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/this_coro.hpp>
 
 #include <array>
@@ -123,6 +125,7 @@ class protocol final : session_events {
   bool write_failed_ = false;
   bool draining_ = false;
   bool closing_ = false;  // done: the reader is told to stop
+  unsigned reads_in_a_row_ = 0;  // without a wait: see read()
   // Expires with this object: a task frame destroyed with its io_context,
   // after this object, touches nothing of it.
   std::shared_ptr<char> alive_ = std::make_shared<char>();
@@ -278,10 +281,15 @@ asio::awaitable<bool> protocol<Transport, Core>::read() {
     for (;;) {
       if (closing_ || d_.interrupted()) co_return false;
       switch (d_.try_read()) {
-        case driver::read_result::got: co_return true;
+        case driver::read_result::got:
+          // A client that never stops sending would otherwise keep this
+          // strand: the writer and the handlers get their turn now and then.
+          if (++reads_in_a_row_ % 16 == 0) co_await asio::post(d_.executor(), asio::use_awaitable);
+          co_return true;
         case driver::read_result::nothing: break;
         case driver::read_result::ended: co_return false;
       }
+      reads_in_a_row_ = 0;
       d_.buffer().release();
       auto wait = d_.readable();
       auto [ec] = co_await std::move(wait);
