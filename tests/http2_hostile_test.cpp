@@ -80,6 +80,11 @@ class attack_handlers {
     auto reached = [this, n] { return parked_.size() >= n; };
     co_await changed_.until(reached);
   }
+  // Until `n` "/park" handlers have begun waiting since the start, ended ones included.
+  awaitable<void> until_parks(std::size_t n) {
+    auto reached = [this, n] { return parks_ >= n; };
+    co_await changed_.until(reached);
+  }
   awaitable<void> until_writers(std::size_t n) {
     auto reached = [this, n] { return writers_started_ >= n; };
     co_await changed_.until(reached);
@@ -377,7 +382,7 @@ TEST_CASE("h2 SETTINGS and PING floods from a client that never reads the ACKs: 
           auto c = co_await raw_h2::client::connect(ep, 64 * 1024);
           co_await c.start();
           co_await c.send(c.request(1, "GET", "/park"));
-          co_await h.until_parked(++parks);
+          co_await h.until_parks(++parks);  // parked() counts the current connection's only
           heap_watch heap;
           const std::size_t sent = co_await h2_flood(c, unit, 16u << 20, heap);
           co_await c.until_closed();

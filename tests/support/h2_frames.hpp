@@ -469,8 +469,9 @@ class client {
   // pending SETTINGS ACK first (best effort: a server that closed gets none).
   awaitable<bool> fill() {
     if (ended_) co_return false;
-    if (pending_ack_) {
-      pending_ack_ = false;
+    // Not once a send failed: the failure consumed the socket's error, and a send waiting for
+    // writability then never completes (as the read in drain_after_reset()).
+    if (std::exchange(pending_ack_, false) && !send_failed_) {
       co_await try_send(settings_ack());
     }
     if (send_failed_) co_return drain_after_reset();

@@ -46,7 +46,9 @@
 
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
 #include <asio/this_coro.hpp>
 
 #include <array>
@@ -123,6 +125,7 @@ class protocol final : session_events {
   bool write_failed_ = false;
   bool draining_ = false;
   bool closing_ = false;  // done: the reader is told to stop
+  unsigned reads_in_a_row_ = 0;  // without a wait: see read()
   // Expires with this object: a task frame destroyed with its io_context,
   // after this object, touches nothing of it.
   std::shared_ptr<char> alive_ = std::make_shared<char>();
@@ -263,25 +266,37 @@ asio::awaitable<sluice::server::next> protocol<Transport, Core>::run() {
   co_return !forced && (closing_ || session_.goaway_sent()) ? next::close : next::abort;
 }
 
-// Waits for input and reads it into the driver's buffer, holding no buffer
-// while it waits where the transport allows. False when the connection
-// ended, timed out, or closing_ was set meanwhile.
+// Reads input into the driver's buffer, waiting for it if there is none,
+// holding no buffer while it waits where the transport allows. False when
+// the connection ended, timed out, or closing_ was set meanwhile.
+//
+// The socket is read before any wait: a read takes at most one buffer's
+// worth, and the readiness wait is edge-triggered (epoll), so a wait begun
+// while the kernel still holds bytes would only wake when more arrive: a
+// client that sent everything at once (1,000 HEADERS + RST_STREAM) and then
+// waits for the answer would hang with its bytes unread.
 template <typename Transport, typename Core>
 asio::awaitable<bool> protocol<Transport, Core>::read() {
   if constexpr (Transport::readiness_wait) {
-    d_.buffer().release();
     for (;;) {
+      if (closing_ || d_.interrupted()) co_return false;
+      switch (d_.try_read()) {
+        case driver::read_result::got:
+          // A client that never stops sending would otherwise keep this
+          // strand: the writer and the handlers get their turn now and then.
+          if (++reads_in_a_row_ % 16 == 0) co_await asio::post(d_.executor(), asio::use_awaitable);
+          co_return true;
+        case driver::read_result::nothing: break;
+        case driver::read_result::ended: co_return false;
+      }
+      reads_in_a_row_ = 0;
+      d_.buffer().release();
       auto wait = d_.readable();
       auto [ec] = co_await std::move(wait);
       auto state = co_await asio::this_coro::cancellation_state;
       if (state.cancelled() != asio::cancellation_type::none)
         throw std::system_error(asio::error::operation_aborted);
-      if (ec || closing_ || d_.interrupted()) co_return false;
-      switch (d_.try_read()) {
-        case driver::read_result::got: co_return true;
-        case driver::read_result::nothing: break;
-        case driver::read_result::ended: co_return false;
-      }
+      if (ec) co_return false;
     }
   } else {
     const bool got = co_await d_.read_more();
@@ -378,6 +393,10 @@ asio::awaitable<void> protocol<Transport, Core>::serve_stream(std::shared_ptr<st
   };
   const auto own_state = co_await asio::this_coro::cancellation_state;
   running r{*this, *s, own_state.slot(), alive_};
+  // Reset before its handler began (rapid reset sends HEADERS + RST_STREAM
+  // together): nobody to answer, and the handler could never be told, since
+  // the stream's cancellation fires once, before anything was bound to it.
+  if (s->closed) co_return;
   // Here, not in call_handler: a streamed response may read the request body.
   http::request req(s->head, *s);
   std::optional<http::response> res = co_await call_handler(req, *s);
