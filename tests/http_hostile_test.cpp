@@ -227,37 +227,18 @@ TEST_CASE("an idle keep-alive connection holds under 2 KiB of server heap (1,000
   http::server srv(io.get_executor(), answers_ok, long_timeouts());
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
-  const auto once_each = [&](std::vector<tcp::socket>& clients) -> awaitable<void> {
-    std::string buf;
-    buf.reserve(1024);
-    for (auto& s : clients) {
-      co_await s.async_connect(ep, use_awaitable);
-      co_await asio::async_write(s, asio::buffer(get("/")), use_awaitable);
-      for (buf.clear(); buf.find("ok\n") == std::string::npos;) {
-        std::array<char, 512> chunk;
-        buf.append(chunk.data(), co_await s.async_read_some(asio::buffer(chunk), use_awaitable));
-      }
+  std::string buf;
+  buf.reserve(1024);
+  const auto request_once = [&](tcp::socket& s) -> awaitable<void> {
+    co_await s.async_connect(ep, use_awaitable);
+    co_await asio::async_write(s, asio::buffer(get("/")), use_awaitable);
+    for (buf.clear(); buf.find("ok\n") == std::string::npos;) {
+      std::array<char, 512> chunk;
+      buf.append(chunk.data(), co_await s.async_read_some(asio::buffer(chunk), use_awaitable));
     }
   };
-  const auto until_idle = [&](std::size_t n) -> awaitable<void> {
-    while (srv.connections()[http::connection_state::idle] != n || srv.connections().total() != n)
-      co_await asio::post(io, use_awaitable);
-  };
-
-  // One connection first, closed again, so that the per-thread caches (parsers, Asio's recycled
-  // blocks) are warm, as in a server that has been running.
-  std::vector<tcp::socket> clients;
-  clients.emplace_back(io).open(tcp::v4());
-  run_guarded(io, [&]() { return once_each(clients); });
-  clients.clear();
-  run_guarded(io, [&]() { return until_idle(0); });
-
-  clients.reserve(connections);
-  for (std::size_t i = 0; i < connections; ++i) clients.emplace_back(io).open(tcp::v4());
-  const std::size_t before = heap_in_use();
-  run_guarded(io, [&]() { return once_each(clients); }, 120s);
-  run_guarded(io, [&]() { return until_idle(connections); });
-  const double per_connection = double(heap_in_use() - before) / connections;
+  const double per_connection =
+      heap_per_connection(io, srv, connections, http::connection_state::idle, request_once);
   MESSAGE("server heap per idle keep-alive connection: ", per_connection, " bytes");
   CHECK(per_connection < 2048);
 }

@@ -139,34 +139,16 @@ TEST_CASE("an idle TLS keep-alive connection holds under 18 KiB of server heap (
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen("127.0.0.1", 0);
   auto ctx = client_context();
-  const auto once_each = [&](std::vector<tcp::socket>& clients) -> awaitable<void> {
-    for (auto& s : clients) {
-      co_await s.async_connect(ep, use_awaitable);
-      raw_tls_client client(ctx);
-      co_await client.handshake(s);
-      const std::string request = client.seal(get("/"));
-      co_await asio::async_write(s, asio::buffer(request), use_awaitable);
-      co_await client.read_until(s, "Hello, world!\n");
-    }
+  const auto request_once = [&](tcp::socket& s) -> awaitable<void> {
+    co_await s.async_connect(ep, use_awaitable);
+    raw_tls_client client(ctx);
+    co_await client.handshake(s);
+    const std::string request = client.seal(get("/"));
+    co_await asio::async_write(s, asio::buffer(request), use_awaitable);
+    co_await client.read_until(s, "Hello, world!\n");
   };
-  const auto until_idle = [&](std::size_t n) -> awaitable<void> {
-    while (srv.connections()[http::connection_state::idle] != n || srv.connections().total() != n)
-      co_await asio::post(io, use_awaitable);
-  };
-
-  // One connection first, closed again: OpenSSL's and Asio's caches are warm, as in a running server.
-  std::vector<tcp::socket> clients;
-  clients.emplace_back(io).open(tcp::v4());
-  run_guarded(io, [&]() { return once_each(clients); });
-  clients.clear();
-  run_guarded(io, [&]() { return until_idle(0); });
-
-  clients.reserve(connections);
-  for (std::size_t i = 0; i < connections; ++i) clients.emplace_back(io).open(tcp::v4());
-  const std::size_t before = heap_in_use();
-  run_guarded(io, [&]() { return once_each(clients); }, 120s);
-  run_guarded(io, [&]() { return until_idle(connections); });
-  const double per_connection = double(heap_in_use() - before) / connections;
+  const double per_connection =
+      heap_per_connection(io, srv, connections, http::connection_state::idle, request_once);
   MESSAGE("server heap per idle TLS keep-alive connection: ", per_connection, " bytes");
   CHECK(per_connection < 18 * 1024);
 }

@@ -374,35 +374,16 @@ TEST_CASE("an idle WebSocket holds under 3,600 bytes of server heap (400 connect
   stop_on_exit stop(io, srv);
   const auto ep = srv.listen(loopback_any);
   const std::string upgrade = upgrade_request_ws();
-  const auto upgrade_each = [&](std::vector<tcp::socket>& clients) -> awaitable<void> {
-    std::string head;
-    head.reserve(1024);
-    for (auto& c : clients) {
-      co_await c.async_connect(ep, use_awaitable);
-      co_await asio::async_write(c, asio::buffer(upgrade), use_awaitable);
-      head.clear();
-      co_await asio::async_read_until(c, asio::dynamic_buffer(head), "\r\n\r\n", use_awaitable);
-      REQUIRE(head.starts_with("HTTP/1.1 101"));
-    }
+  std::string head;
+  head.reserve(1024);
+  const auto upgrade_once = [&](tcp::socket& c) -> awaitable<void> {
+    co_await c.async_connect(ep, use_awaitable);
+    co_await asio::async_write(c, asio::buffer(upgrade), use_awaitable);
+    head.clear();
+    co_await asio::async_read_until(c, asio::dynamic_buffer(head), "\r\n\r\n", use_awaitable);
+    REQUIRE(head.starts_with("HTTP/1.1 101"));
   };
-  const auto until_websockets = [&](std::size_t n) -> awaitable<void> {
-    while (srv.connections()[cs::websocket] != n || srv.connections().total() != n)
-      co_await asio::post(io, use_awaitable);
-  };
-
-  std::vector<tcp::socket> clients;
-  clients.emplace_back(io).open(tcp::v4());
-  run_guarded(io, [&]() { return upgrade_each(clients); });
-  run_guarded(io, [&]() { return until_websockets(1); });
-  clients.clear();
-  run_guarded(io, [&]() { return until_websockets(0); });
-
-  clients.reserve(connections);
-  for (std::size_t i = 0; i < connections; ++i) clients.emplace_back(io).open(tcp::v4());
-  const std::size_t before = heap_in_use();
-  run_guarded(io, [&]() { return upgrade_each(clients); }, 60s);
-  run_guarded(io, [&]() { return until_websockets(connections); });
-  const double per_connection = double(heap_in_use() - before) / connections;
+  const double per_connection = heap_per_connection(io, srv, connections, cs::websocket, upgrade_once);
   MESSAGE("server heap per idle WebSocket: ", per_connection, " bytes");
   CHECK(per_connection < 3600);
 }

@@ -3,12 +3,18 @@
 // without a sanitizer's allocator: the tests check heap_measurable first (heap_watch does).
 #pragma once
 
+#include "sluice/server/connection_state.hpp"
+#include "support/http_client.hpp"
+
+#include <asio/post.hpp>
 #include <doctest/doctest.h>
 #include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
+#include <vector>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SLUICE_TEST_SANITIZED 1
@@ -58,6 +64,36 @@ inline bool allow_connections(std::size_t connections) {
   if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return false;
   files.rlim_cur = std::max<rlim_t>(files.rlim_cur, std::min<rlim_t>(files.rlim_max, wanted));
   return ::setrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur >= wanted;
+}
+
+// The server heap each connection holds once it has settled in `state` (idle keep-alive, an
+// idle WebSocket): `visit(socket)` connects one client socket and makes its request. Client and
+// server share the process, so the clients' sockets are all opened before the measurement and
+// driven one after another; one connection first, closed again, warms the per-thread caches
+// (parsers, OpenSSL's, Asio's recycled blocks) as in a server that has been running. The server
+// runs on `io`, one thread.
+template <typename Server, typename Visit>
+double heap_per_connection(asio::io_context& io, Server& srv, std::size_t connections,
+                           sluice::server::connection_state state, const Visit& visit) {
+  const auto visit_each = [&](std::vector<tcp::socket>& clients) -> awaitable<void> {
+    for (auto& s : clients) co_await visit(s);
+  };
+  const auto until_settled = [&](std::size_t n) -> awaitable<void> {
+    while (srv.connections()[state] != n || srv.connections().total() != n) co_await asio::post(io, use_awaitable);
+  };
+  std::vector<tcp::socket> clients;
+  clients.emplace_back(io).open(tcp::v4());
+  run_guarded(io, [&]() { return visit_each(clients); });
+  run_guarded(io, [&]() { return until_settled(1); });
+  clients.clear();
+  run_guarded(io, [&]() { return until_settled(0); });
+
+  clients.reserve(connections);
+  for (std::size_t i = 0; i < connections; ++i) clients.emplace_back(io).open(tcp::v4());
+  const std::size_t before = heap_in_use();
+  run_guarded(io, [&]() { return visit_each(clients); }, std::chrono::seconds(120));
+  run_guarded(io, [&]() { return until_settled(connections); });
+  return double(heap_in_use() - before) / double(connections);
 }
 
 }  // namespace sluice::test
